@@ -1,0 +1,131 @@
+"""Command line: ``python -m pipeline <command>`` (also installed as ``faers-pipeline``).
+
+Every command exits 0 on success; on bad input it prints one line ``error: <reason>``
+to stderr and exits non-zero (``--debug`` shows the traceback instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pipeline import __version__
+from pipeline.errors import PipelineError
+
+FDA_QUARTERLY_PAGE = "https://fis.fda.gov/extensions/FPD-QDE-FAERS/FPD-QDE-FAERS.html"
+
+log = logging.getLogger("pipeline")
+
+
+def _data_dir(args):
+    from pipeline.layout import DataDir
+
+    return DataDir.of(args.data_dir)
+
+
+def _quarters(args):
+    from pipeline.quarters import parse_range
+
+    return parse_range(getattr(args, "quarters", None))
+
+
+def _source(args) -> str:
+    import os
+
+    return args.source or os.environ.get("FAERS_SOURCE") or FDA_QUARTERLY_PAGE
+
+
+def cmd_sample(args) -> int:
+    from pipeline.quarters import parse_range
+    from pipeline.synthetic import write_mirror
+
+    quarters = parse_range(args.quarters)
+    summary = write_mirror(Path(args.out), quarters, reports_per_quarter=args.reports_per_quarter,
+                           seed=args.seed, progress=not args.quiet)
+    print(f"synthetic FAERS mirror: {len(summary['quarters'])} quarter(s) in {args.out} "
+          f"({summary['reports_total']:,} reports; SYNTHETIC DATA, not FDA's)")
+    return 0
+
+
+def cmd_fetch(args) -> int:
+    from pipeline.sources import fetch
+
+    result = fetch(_source(args), _data_dir(args), quarters=_quarters(args), progress=not args.quiet)
+    print(result.summary_line())
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    from pipeline.ingest import ingest
+
+    results = ingest(_data_dir(args), quarters=_quarters(args), force=args.force, progress=not args.quiet)
+    done = [r for r in results if not r.skipped]
+    print(f"ingested {len(done)} quarter(s), {len(results) - len(done)} unchanged"
+          + "".join(f"\n  {r.summary_line()}" for r in done))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pipeline",
+        description="FAERS disproportionality pipeline for ketamine-family substances. "
+                    "Signals of disproportionate reporting are not evidence of causation.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", metavar="command", required=True)
+
+    def add(name, func, help_):
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=func)
+        return p
+
+    def data_dir(p):
+        p.add_argument("--data-dir", help="data directory (default: $FAERS_DATA_DIR or ./data)")
+
+    def quarters(p, help_="quarters, e.g. 2023Q1:2024Q4, 2024Q3 or 2023Q1,2024Q2 (default: all)"):
+        p.add_argument("--quarters", help=help_)
+
+    p = add("sample", cmd_sample, "write a synthetic FAERS mirror in FDA's exact quarterly ASCII layout")
+    p.add_argument("--out", required=True, help="mirror folder to write")
+    quarters(p, "quarters to generate (default 2023Q1:2024Q4)")
+    p.add_argument("--reports-per-quarter", type=int, default=2000, help="DEMO rows per quarter (default 2000)")
+    p.add_argument("--seed", type=int, default=20240101, help="random seed (default 20240101)")
+    p.set_defaults(quarters="2023Q1:2024Q4")
+
+    p = add("fetch", cmd_fetch, "download new or changed quarterly zips into DIR/landing/")
+    p.add_argument("--source", help="FDA's quarterly-files page (default), any http(s) page or folder "
+                                    "listing the zips, a file:// URL or a local folder ($FAERS_SOURCE)")
+    quarters(p)
+    data_dir(p)
+
+    p = add("ingest", cmd_ingest, "parse landing zips into typed raw tables (DIR/raw/), quarantine bad lines")
+    quarters(p)
+    data_dir(p)
+    p.add_argument("--force", action="store_true", help="re-ingest quarters even when unchanged")
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args) or 0)
+    except PipelineError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 5

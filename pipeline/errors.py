@@ -1,0 +1,24 @@
+"""Errors a user can act on.
+
+Anything raised as :class:`PipelineError` is printed by the CLI as one line and
+turned into a non-zero exit code; everything else is a bug and keeps its traceback
+(shown with ``--debug``).
+"""
+
+
+class PipelineError(Exception):
+    """Bad input, bad configuration or an unreachable source: a one-line reason."""
+
+    exit_code = 2
+
+
+class SourceError(PipelineError):
+    """The source (FDA page, mirror, folder) could not be read or gave bad files."""
+
+    exit_code = 3
+
+
+class IngestError(PipelineError):
+    """A landing file cannot be ingested (bad zip, wrong header, unsafe member)."""
+
+    exit_code = 4
