@@ -1,0 +1,657 @@
+"""Ingest: landing zips -> canonical raw Parquet tables, one file per table per quarter.
+
+Rules (``shared/domain/faers_format.md`` §2-7):
+
+* Members are matched case-insensitively (``ascii/`` or ``ASCII/``, ``.txt`` or ``.TXT``, ``_new``
+  files); any ``.txt`` whose path contains ``delet`` is a deleted-case list; every other member is
+  logged as unknown in the ingest record, never silently skipped.
+* Every field is text: split on ``$`` with no quoting; BOM and ``\\r`` stripped; columns chosen by
+  normalised header name through the documented aliases, never by position.
+* FDA ends every line with ``$`` (header included in the FAERS eras, data rows only in LAERS). A line
+  is accepted when it has exactly the header's field count, or one more field that is empty at the
+  end of a line ending in ``$`` in a file written that way. Anything else - glued records, embedded
+  ``$``, whitespace-only lines - goes to quarantine with file, line number and raw bytes.
+* Non-UTF-8 bytes: the line is decoded as cp1252 (latin-1 for the 5 undefined bytes) and the count of
+  such lines is recorded.
+* Reconciliation, the first data-quality check: for every file, data lines = rows written + lines
+  quarantined (blank lines are counted apart).
+* A quarter is staged completely (all tables, quarantine, validation) before it replaces the
+  previous version of that quarter, so a failure leaves earlier data untouched; the ingest record
+  ``raw/_ingest/YYYYQn.json`` is written last.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from pipeline.atomic import write_json, write_parquet
+from pipeline.errors import IngestError
+from pipeline.layout import DELETED, TABLES, DataDir
+from pipeline.quarters import Quarter
+from pipeline.schemas import (
+    HEADER_ALIASES,
+    PRECISION_COLUMNS,
+    QUARANTINE_SCHEMA,
+    REQUIRED_COLUMNS,
+    TABLE_ALIASES,
+    TEXT_COLUMNS,
+    TYPED_COLUMNS,
+    raw_schema,
+)
+
+log = logging.getLogger(__name__)
+
+ZIP_NAME = re.compile(r"(?i)^(?:f?aers)_ascii_(\d{4})q([1-4])\.zip$")
+DATA_MEMBER = re.compile(r"(?i)(?:^|/)(DEMO|DRUG|REAC|OUTC|RPSR|THER|INDI)(\d\d)Q([1-4])(_new)?\.txt$")
+DELETED_MEMBER = re.compile(r"(?i)delet[^/]*\.txt$|(?:^|/)delet[^/]*/[^/]+\.txt$")
+
+#: Refuse archives that would unpack to more than this (a real quarter is ~0.5 GB).
+MAX_UNZIPPED_BYTES = int(os.environ.get("FAERS_MAX_UNZIPPED_BYTES", 8 * 1024**3))
+#: ... or whose members claim a compression ratio no text file reaches (zip bombs).
+MAX_COMPRESSION_RATIO = 200
+
+BOM = b"\xef\xbb\xbf"
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+@dataclass
+class FileRecord:
+    table: str
+    member: str
+    data_lines: int = 0
+    rows_written: int = 0
+    quarantined: int = 0
+    blank_lines: int = 0
+    encoding_fallback_lines: int = 0
+    trailing_dollar: bool = False
+    columns_missing: list[str] = field(default_factory=list)
+    columns_unknown: list[str] = field(default_factory=list)
+
+    @property
+    def reconciled(self) -> bool:
+        return self.data_lines == self.rows_written + self.quarantined
+
+
+@dataclass
+class QuarterResult:
+    quarter: Quarter
+    zip_path: Path
+    skipped: bool = False
+    files: list[FileRecord] = field(default_factory=list)
+    unknown_members: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    validation: dict | None = None
+
+    @property
+    def rows(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for f in self.files:
+            out[f.table] = out.get(f.table, 0) + f.rows_written
+        return out
+
+    @property
+    def quarantined(self) -> int:
+        return sum(f.quarantined for f in self.files)
+
+    def summary_line(self) -> str:
+        if self.skipped:
+            return f"{self.quarter}: unchanged ({self.zip_path.name})"
+        rows = ", ".join(f"{t} {n:,}" for t, n in self.rows.items())
+        return (f"{self.quarter}: {rows}; quarantined {self.quarantined:,} line(s); "
+                f"{self.seconds:.1f}s")
+
+
+# --------------------------------------------------------------------------------------------
+# Zip handling
+# --------------------------------------------------------------------------------------------
+def quarter_of_zip(path: Path) -> Quarter | None:
+    m = ZIP_NAME.match(path.name)
+    return Quarter(int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _check_zip_safety(zf: zipfile.ZipFile, zip_path: Path) -> None:
+    total = 0
+    for info in zf.infolist():
+        name = info.filename
+        parts = PurePosixPath(name.replace("\\", "/")).parts
+        if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts:
+            raise IngestError(f"{zip_path.name}: refusing unsafe member path {name!r}")
+        total += info.file_size
+        if info.compress_size and info.file_size / info.compress_size > MAX_COMPRESSION_RATIO \
+                and info.file_size > 1024**2:
+            raise IngestError(f"{zip_path.name}: member {name!r} claims a compression ratio of "
+                              f"{info.file_size / info.compress_size:.0f}:1 (zip bomb?)")
+    if total > MAX_UNZIPPED_BYTES:
+        raise IngestError(f"{zip_path.name}: would unpack to {total / 1024**3:.1f} GiB, over the "
+                          f"{MAX_UNZIPPED_BYTES / 1024**3:.1f} GiB cap (FAERS_MAX_UNZIPPED_BYTES)")
+
+
+def classify_members(names: list[str]) -> tuple[dict[str, str], list[str], list[str]]:
+    """Map data members to tables, collect deleted lists and unknown members.
+
+    Returns ``({table: member}, [deleted members], [unknown members])``. When a quarter ships
+    both ``DEMO18Q1.txt`` and ``DEMO18Q1_new.txt``, the ``_new`` file wins.
+    """
+    tables: dict[str, str] = {}
+    deleted, unknown = [], []
+    for name in sorted(names):
+        if name.endswith("/"):
+            continue
+        m = DATA_MEMBER.search(name)
+        if m:
+            table = m.group(1).upper()
+            if table in tables and not m.group(4):
+                continue  # keep the _new variant already found
+            tables[table] = name
+        elif name.lower().endswith(".txt") and "delet" in name.lower():
+            deleted.append(name)
+        else:
+            unknown.append(name)
+    return tables, deleted, unknown
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing one `$`-delimited FDA file
+# --------------------------------------------------------------------------------------------
+def _normalise_header(tokens: list[str], table: str) -> list[str]:
+    names = []
+    per_table = TABLE_ALIASES.get(table, {})
+    for tok in tokens:
+        key = tok.replace("\ufeff", "").strip().lower()
+        key = per_table.get(key, HEADER_ALIASES.get(key, key))
+        names.append(key)
+    return names
+
+
+def _decode_fallback(line: bytes) -> bytes:
+    try:
+        return line.decode("cp1252").encode("utf-8")
+    except UnicodeDecodeError:  # 0x81, 0x8d, 0x8f, 0x90, 0x9d are undefined in cp1252
+        return line.decode("latin-1").encode("utf-8")
+
+
+@dataclass
+class ParsedFile:
+    table: pa.Table                      # canonical schema, without provenance
+    source_lines: np.ndarray             # int64 line number per row
+    record: FileRecord
+    quarantine: list[tuple[int, str, int, int, bytes]]  # line, reason, expected, found, raw
+
+
+def parse_delimited(data: bytes, table: str, member: str) -> ParsedFile:
+    """Parse one FDA table file (bytes) into text columns, quarantining malformed lines."""
+    record = FileRecord(table=table, member=member)
+    if data.startswith(BOM):
+        data = data[len(BOM):]
+    buf = np.frombuffer(data, dtype=np.uint8)
+    nl = np.flatnonzero(buf == 0x0A)
+    # line k spans [starts[k], ends[k]) without its '\n'
+    starts = np.concatenate(([0], nl + 1))
+    ends = np.concatenate((nl, [len(buf)]))
+    if len(starts) and starts[-1] == len(buf):  # file ends with '\n': no last partial line
+        starts, ends = starts[:-1], ends[:-1]
+    if len(starts) == 0:
+        raise IngestError(f"{member}: empty file (no header line)")
+    # strip '\r' of CRLF endings (and of a lone trailing '\r')
+    cr = (ends > starts) & (buf[np.maximum(ends - 1, 0)] == 0x0D)
+    ends = ends - cr
+
+    header = data[starts[0]:ends[0]].decode("utf-8", errors="replace")
+    tokens = header.split("$")
+    header_trailing = len(tokens) > 1 and tokens[-1].strip() == ""
+    if header_trailing:
+        tokens = tokens[:-1]
+    names = _normalise_header(tokens, table)
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise IngestError(f"{member}: wrong header: duplicated column(s) {', '.join(dup)}")
+    missing_required = [c for c in REQUIRED_COLUMNS[table] if c not in names]
+    if missing_required:
+        raise IngestError(f"{member}: wrong header: missing column(s) {', '.join(missing_required)} "
+                          f"(found: {'$'.join(tokens)[:200]})")
+    canonical = TEXT_COLUMNS[table]
+    record.columns_missing = [c for c in canonical if c not in names]
+    record.columns_unknown = [n for n in names if n not in canonical]
+    n_cols = len(names)
+
+    # per data line: delimiter count, ends-with-'$', blank
+    s, e = starts[1:], ends[1:]
+    line_no = np.arange(2, len(starts) + 1, dtype=np.int64)
+    dollar_pos = np.flatnonzero(buf == 0x24)
+    delims = (np.searchsorted(dollar_pos, e) - np.searchsorted(dollar_pos, s)).astype(np.int64)
+    length = e - s
+    blank = length == 0
+    ends_dollar = (length > 0) & (buf[np.maximum(e - 1, 0)] == 0x24)
+    nonblank = ~blank
+    # The file's style: rows written with a trailing '$' (all real FDA files) or without.
+    # (decided by which of the two acceptable shapes is more common, so that a single embedded '$'
+    # in a file without the convention is never taken for it)
+    trailing = bool(header_trailing or (np.count_nonzero(nonblank & ends_dollar & (delims == n_cols))
+                                        > np.count_nonzero(nonblank & (delims == n_cols - 1))))
+    record.trailing_dollar = trailing
+    exact = nonblank & (delims == n_cols - 1)
+    plus_one = nonblank & (delims == n_cols) & ends_dollar & trailing
+    ok = exact | plus_one
+    bad = nonblank & ~ok
+    record.blank_lines = int(np.count_nonzero(blank))
+    record.data_lines = int(np.count_nonzero(nonblank))
+
+    quarantine: list[tuple[int, str, int, int, bytes]] = []
+    for k in np.flatnonzero(bad):
+        found = int(delims[k]) + 1 - int(bool(ends_dollar[k] and trailing))
+        reason = ("too many fields (glued records or an embedded '$')" if found > n_cols
+                  else "too few fields (truncated or split record)")
+        quarantine.append((int(line_no[k]), reason, n_cols, found, data[s[k]:e[k]]))
+
+    # Encoding: only lines containing bytes >= 0x80 can be invalid UTF-8.
+    high = np.flatnonzero(buf >= 0x80)
+    fallback: dict[int, bytes] = {}
+    if len(high):
+        cand = np.unique(np.searchsorted(s, high, side="right") - 1)
+        for k in cand:
+            if k < 0 or not ok[k]:
+                continue
+            raw = data[s[k]:e[k]]
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                fallback[int(k)] = _decode_fallback(raw)
+    record.encoding_fallback_lines = len(fallback)
+
+    # Majority shape goes through pyarrow straight from the bytes; the (rare) minority shape
+    # and transcoded lines are rebuilt in Python.
+    main_shape = plus_one if trailing else exact
+    odd_shape = ok & ~main_shape
+    main_idx = np.flatnonzero(main_shape)
+    if fallback:
+        fb = np.fromiter(fallback.keys(), dtype=np.int64)
+        main_mask = main_shape.copy()
+        main_mask[fb] = False
+        odd_mask = odd_shape.copy()
+        odd_mask[fb] = True
+        main_idx = np.flatnonzero(main_mask)
+        odd_idx = np.flatnonzero(odd_mask)
+    else:
+        odd_idx = np.flatnonzero(odd_shape)
+
+    parse_names = list(names) + (["__trailing__"] if trailing else [])
+    if len(main_idx) == record.data_lines and record.blank_lines == 0:
+        body = data[s[0]:] if len(s) else b""
+    elif len(main_idx):
+        # keep exactly the main-shape lines (with their '\n'): a byte mask over the buffer
+        keep = np.zeros(len(starts) - 1, dtype=bool)
+        keep[main_idx] = True
+        seg_start = s
+        seg_end = np.minimum(np.concatenate((s[1:], [len(buf)])), len(buf))
+        mask = np.repeat(keep, seg_end - seg_start)
+        body = buf[s[0]:][mask[: len(buf) - s[0]]].tobytes()
+        if body and not body.endswith(b"\n"):
+            body += b"\n"
+    else:
+        body = b""
+    cols = {}
+    if body:
+        tbl = pacsv.read_csv(
+            pa.py_buffer(body),
+            read_options=pacsv.ReadOptions(column_names=parse_names, block_size=64 << 20),
+            parse_options=pacsv.ParseOptions(delimiter="$", quote_char=False, escape_char=False,
+                                              newlines_in_values=False, ignore_empty_lines=True),
+            convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in parse_names},
+                                                 strings_can_be_null=False, check_utf8=False),
+        )
+        if tbl.num_rows != len(main_idx):  # a parser disagreement would silently shift line numbers
+            raise IngestError(f"{member}: parsed {tbl.num_rows} rows but counted {len(main_idx)} lines")
+        for n in names:
+            cols[n] = tbl.column(n).combine_chunks() if tbl.num_rows else pa.array([], pa.string())
+    else:
+        cols = {n: pa.array([], pa.string()) for n in names}
+    main_lines = line_no[main_idx]
+
+    if len(odd_idx):
+        odd_rows = []
+        for k in odd_idx:
+            raw = fallback.get(int(k)) or data[s[k]:e[k]]
+            fields = raw.decode("utf-8", errors="replace").split("$")
+            odd_rows.append(fields[:n_cols])
+        odd_cols = {n: pa.array([r[i] for r in odd_rows], pa.string()) for i, n in enumerate(names)}
+        cols = {n: pa.concat_arrays([cols[n], odd_cols[n]]) for n in names}
+        all_lines = np.concatenate((main_lines, line_no[odd_idx]))
+        order = np.argsort(all_lines, kind="stable")
+        cols = {n: cols[n].take(pa.array(order)) for n in names}
+        main_lines = all_lines[order]
+
+    n_rows = len(main_lines)
+    empty = pa.array(np.full(n_rows, "", dtype=object), pa.string()) if n_rows else pa.array([], pa.string())
+    out = {c: (cols[c] if c in cols else empty) for c in canonical}
+    record.rows_written = n_rows
+    record.quarantined = len(quarantine)
+    return ParsedFile(pa.table(out), main_lines.astype(np.int64), record, quarantine)
+
+
+def parse_deleted(data: bytes, member: str) -> ParsedFile:
+    """Deleted-case lists: one caseid per line; a header line is tolerated, junk is quarantined."""
+    record = FileRecord(table=DELETED, member=member)
+    if data.startswith(BOM):
+        data = data[len(BOM):]
+    text_lines = data.split(b"\n")
+    if text_lines and text_lines[-1] == b"":
+        text_lines.pop()
+    ids, lines, quarantine = [], [], []
+    for i, raw in enumerate(text_lines, start=1):
+        line = raw.rstrip(b"\r").strip().rstrip(b"$").strip()
+        if not line:
+            record.blank_lines += 1
+            continue
+        if line.isdigit():
+            record.data_lines += 1
+            ids.append(line.decode("ascii"))
+            lines.append(i)
+        elif i == 1 and re.match(rb"(?i)^[a-z_ ]+$", line):
+            continue  # a header such as "caseid"
+        else:
+            record.data_lines += 1
+            quarantine.append((i, "not a case number", 1, 1, raw))
+    record.rows_written = len(ids)
+    record.quarantined = len(quarantine)
+    return ParsedFile(pa.table({"caseid": pa.array(ids, pa.string())}), np.array(lines, dtype=np.int64),
+                      record, quarantine)
+
+
+# --------------------------------------------------------------------------------------------
+# Typed copies and provenance
+# --------------------------------------------------------------------------------------------
+_INT = r"^\s*\d{1,18}\s*$"
+
+
+def _to_int(arr: pa.Array, *, blank_as: int | None = None, junk_as: int | None = None) -> pa.Array:
+    is_int = pc.match_substring_regex(arr, _INT)
+    vals = pc.cast(pc.if_else(is_int, pc.utf8_trim_whitespace(arr), pa.scalar(None, pa.string())), pa.int64())
+    if blank_as is not None:
+        vals = pc.if_else(pc.equal(pc.utf8_trim_whitespace(arr), ""), pa.scalar(blank_as, pa.int64()), vals)
+    if junk_as is not None:
+        vals = pc.fill_null(vals, junk_as)
+    return vals
+
+
+def _to_date(arr: pa.Array) -> pa.Array:
+    full = pc.match_substring_regex(arr, r"^\d{8}$")
+    txt = pc.if_else(full, arr, pa.scalar(None, pa.string()))
+    ts = pc.strptime(txt, format="%Y%m%d", unit="s", error_is_null=True)
+    # strptime rolls impossible days over (20150230 -> 2015-03-02): keep only exact round trips
+    exact = pc.equal(pc.strftime(ts, format="%Y%m%d"), txt)
+    return pc.cast(pc.if_else(exact, ts, pa.scalar(None, ts.type)), pa.date32())
+
+
+def _precision(arr: pa.Array) -> pa.Array:
+    n = pc.utf8_length(arr)
+    digits = pc.match_substring_regex(arr, r"^\d+$")
+    null = pa.scalar(None, pa.string())
+    prec = pc.case_when(
+        pc.make_struct(pc.and_(digits, pc.equal(n, 8)), pc.and_(digits, pc.equal(n, 6)),
+                       pc.and_(digits, pc.equal(n, 4))),
+        "day", "month", "year", null)
+    return prec
+
+
+def finish_table(parsed: ParsedFile, table: str, quarter: Quarter, member: str) -> pa.Table:
+    """Add typed copies and provenance; return a table with exactly ``raw_schema(table)``."""
+    t = parsed.table
+    n = t.num_rows
+    cols = {c: t.column(c) for c in TEXT_COLUMNS[table]}
+    laers = quarter.era == "laers"
+    for name, (src, typ) in TYPED_COLUMNS[table].items():
+        arr = t.column(src).combine_chunks() if n else pa.array([], pa.string())
+        if typ == pa.date32():
+            cols[name] = _to_date(arr)
+        elif name == "caseversion_int" and laers:
+            # LAERS foll_seq: blank = initial report (0); junk such as '#' or '1A' -> 0 as well.
+            cols[name] = _to_int(arr, blank_as=0, junk_as=0)
+        else:
+            cols[name] = _to_int(arr)
+    for src in PRECISION_COLUMNS.get(table, ()):
+        cols[f"{src}_precision"] = _precision(t.column(src).combine_chunks() if n else pa.array([], pa.string()))
+    cols["quarter"] = pa.array(np.full(n, str(quarter), dtype=object), pa.string())
+    cols["era"] = pa.array(np.full(n, quarter.era, dtype=object), pa.string())
+    cols["source_file"] = pa.array(np.full(n, member, dtype=object), pa.string())
+    cols["source_line"] = pa.array(parsed.source_lines, pa.int64())
+    schema = raw_schema(table)
+    return pa.Table.from_pydict({f.name: cols[f.name] for f in schema}, schema=schema)
+
+
+# --------------------------------------------------------------------------------------------
+# One quarter
+# --------------------------------------------------------------------------------------------
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read_member(zip_path: Path, member: str, expected_size: int) -> bytes:
+    with zipfile.ZipFile(zip_path) as zf, zf.open(member) as fh:
+        data = fh.read(expected_size + 1)
+    if len(data) > expected_size:
+        raise IngestError(f"{zip_path.name}: member {member!r} is larger than its declared size")
+    return data
+
+
+def _parse_member(zip_path: Path, member: str, size: int, table: str, quarter: Quarter):
+    try:
+        data = _read_member(zip_path, member, size)
+    except (zipfile.BadZipFile, EOFError, zlib_error()) as exc:
+        raise IngestError(f"{zip_path.name}: cannot read {member!r}: {exc}") from None
+    parsed = parse_deleted(data, member) if table == DELETED else parse_delimited(data, table, member)
+    del data
+    return parsed, finish_table(parsed, table, quarter, member)
+
+
+def zlib_error():
+    import zlib
+
+    return zlib.error
+
+
+def ingest_zip(data_dir: DataDir, zip_path: Path, quarter: Quarter, *, progress: bool = True,
+               validate: bool = True, zip_sha256: str | None = None) -> QuarterResult:
+    """Ingest one landing zip as ``quarter``: stage everything, validate, then swap it in."""
+    t0 = time.perf_counter()
+    result = QuarterResult(quarter=quarter, zip_path=zip_path)
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            _check_zip_safety(zf, zip_path)
+            infos = {i.filename: i for i in zf.infolist()}
+    except zipfile.BadZipFile as exc:
+        raise IngestError(f"{zip_path.name} is not a valid zip (truncated or corrupt?): {exc}") from None
+    tables, deleted, unknown = classify_members(list(infos))
+    result.unknown_members = unknown
+    for name in unknown:
+        log.info("%s: member %s is not a FAERS table; recorded, not ingested", zip_path.name, name)
+    missing = [t for t in TABLES if t not in tables]
+    if missing:
+        raise IngestError(f"{zip_path.name}: missing table file(s) {', '.join(missing)} "
+                          f"(members: {', '.join(sorted(infos))[:300]})")
+    jobs = [(t, m) for t, m in tables.items()] + [(DELETED, m) for m in deleted]
+    jobs.sort(key=lambda j: -infos[j[1]].file_size)  # biggest first balances the two workers
+
+    staging = data_dir.root / ".staging" / str(quarter)
+    shutil.rmtree(staging, ignore_errors=True)
+    stage = DataDir(staging)
+    total_bytes = sum(infos[m].file_size for _, m in jobs)
+    bar = _progress_bar(total_bytes, f"ingest {quarter}", progress)
+    parts: dict[str, list[pa.Table]] = {}
+    quarantine_rows: list[tuple[str, str, int, str, int, int, bytes]] = []
+    try:
+        workers = min(2, os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [(t, m, pool.submit(_parse_member, zip_path, m, infos[m].file_size, t, quarter))
+                       for t, m in jobs]
+            for table, member, fut in futures:
+                parsed, tbl = fut.result()
+                parts.setdefault(table, []).append(tbl)
+                result.files.append(parsed.record)
+                for line, reason, exp, found, raw in parsed.quarantine:
+                    quarantine_rows.append((table, member, line, reason, exp, found, raw))
+                bar.update(infos[member].file_size)
+                log.info("%s %s: %s data lines, %s rows, %s quarantined", quarter, member,
+                         f"{parsed.record.data_lines:,}", f"{parsed.record.rows_written:,}",
+                         f"{parsed.record.quarantined:,}")
+        bar.close()
+        for table in TABLES + (DELETED,):
+            chunks = parts.get(table) or [raw_schema(table).empty_table()]
+            write_parquet(pa.concat_tables(chunks), stage.raw_part(table, quarter),
+                          metadata={"quarter": str(quarter), "source_zip": zip_path.name})
+        qtab = pa.table({
+            "quarter": [str(quarter)] * len(quarantine_rows),
+            "table": [r[0] for r in quarantine_rows],
+            "source_file": [r[1] for r in quarantine_rows],
+            "line_number": [r[2] for r in quarantine_rows],
+            "reason": [r[3] for r in quarantine_rows],
+            "expected_fields": [r[4] for r in quarantine_rows],
+            "found_fields": [r[5] for r in quarantine_rows],
+            "raw": [r[6] for r in quarantine_rows],
+        }, schema=QUARANTINE_SCHEMA)
+        write_parquet(qtab, stage.quarantine_part(quarter))
+        result.files.sort(key=lambda f: ((TABLES + (DELETED,)).index(f.table), f.member))
+        record = _ingest_record(result, zip_path, zip_sha256 or sha256_file(zip_path))
+        write_json(record, stage.ingest_record(quarter))
+        unreconciled = [f for f in result.files if not f.reconciled]
+        if unreconciled:  # cannot happen unless the parser is wrong; never publish such a quarter
+            f = unreconciled[0]
+            raise IngestError(f"{quarter} {f.member}: {f.data_lines} data lines but {f.rows_written} rows "
+                              f"+ {f.quarantined} quarantined")
+        if validate:
+            from pipeline import quality
+
+            result.validation = quality.validate_raw_quarter(stage, quarter)
+        _commit_stage(stage, data_dir, quarter)
+    finally:
+        bar.close()
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            (data_dir.root / ".staging").rmdir()
+        except OSError:
+            pass
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _ingest_record(result: QuarterResult, zip_path: Path, sha: str) -> dict:
+    return {
+        "quarter": str(result.quarter),
+        "era": result.quarter.era,
+        "zip": zip_path.name,
+        "zip_sha256": sha,
+        "ingested_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "files": [{**f.__dict__, "reconciled": f.reconciled} for f in result.files],
+        "unknown_members": result.unknown_members,
+        "reconciled": all(f.reconciled for f in result.files),
+        "rows": result.rows,
+        "quarantined": result.quarantined,
+    }
+
+
+def _commit_stage(stage: DataDir, data_dir: DataDir, quarter: Quarter) -> None:
+    """Move the staged quarter into place; the ingest record goes last (it marks completion)."""
+    moves = [(stage.raw_part(t, quarter), data_dir.raw_part(t, quarter)) for t in TABLES + (DELETED,)]
+    moves.append((stage.quarantine_part(quarter), data_dir.quarantine_part(quarter)))
+    staged_validation = stage.validation / "raw"
+    if staged_validation.is_dir():
+        for p in staged_validation.iterdir():
+            moves.append((p, data_dir.validation / "raw" / p.name))
+    for src, dst in moves:
+        if src.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+    dst = data_dir.ingest_record(quarter)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(stage.ingest_record(quarter), dst)
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+                disable=None if enabled else True, leave=False)
+
+
+# --------------------------------------------------------------------------------------------
+# All landing zips
+# --------------------------------------------------------------------------------------------
+def landing_zips(data_dir: DataDir) -> dict[Quarter, Path]:
+    """Quarter -> landing zip (ASCII extracts only, named as FDA names them)."""
+    found: dict[Quarter, Path] = {}
+    if not data_dir.landing.is_dir():
+        return found
+    for p in sorted(data_dir.landing.iterdir()):
+        q = quarter_of_zip(p)
+        if q is not None and p.is_file():
+            found[q] = p
+    return found
+
+
+def _recorded_sha(data_dir: DataDir, quarter: Quarter) -> str | None:
+    path = data_dir.ingest_record(quarter)
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text()).get("zip_sha256")
+    except (OSError, ValueError):
+        return None
+
+
+def _landing_sha(data_dir: DataDir, zip_path: Path) -> str:
+    """sha256 of a landing zip, from the landing manifest when it matches the file's size."""
+    try:
+        manifest = json.loads(data_dir.landing_manifest.read_text())
+        entry = manifest.get("files", {}).get(zip_path.name)
+        if entry and entry.get("size") == zip_path.stat().st_size and entry.get("mtime_ns") == zip_path.stat().st_mtime_ns:
+            return entry["sha256"]
+    except (OSError, ValueError, KeyError):
+        pass
+    return sha256_file(zip_path)
+
+
+def ingest(data_dir: DataDir, quarters: list[Quarter] | None = None, *, force: bool = False,
+           progress: bool = True, validate: bool = True) -> list[QuarterResult]:
+    """Ingest every landing quarter (or the ones asked for) whose zip is new or changed."""
+    available = landing_zips(data_dir)
+    if quarters is not None:
+        absent = [str(q) for q in quarters if q not in available]
+        if absent:
+            raise IngestError(f"no landing zip for {', '.join(absent)} in {data_dir.landing} "
+                              f"(run `pipeline fetch` first)")
+        selected = {q: available[q] for q in quarters}
+    else:
+        if not available:
+            raise IngestError(f"no FAERS ASCII zips in {data_dir.landing} (run `pipeline fetch` first)")
+        selected = available
+    results = []
+    for quarter, path in sorted(selected.items()):
+        sha = _landing_sha(data_dir, path)
+        if not force and sha == _recorded_sha(data_dir, quarter):
+            results.append(QuarterResult(quarter=quarter, zip_path=path, skipped=True))
+            continue
+        res = ingest_zip(data_dir, path, quarter, progress=progress, validate=validate, zip_sha256=sha)
+        log.info("ingested %s", res.summary_line())
+        results.append(res)
+    return results
