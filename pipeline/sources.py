@@ -217,8 +217,13 @@ def _sha256(path: Path) -> str:
 # Fetch
 # --------------------------------------------------------------------------------------------
 def fetch(source: str, data_dir: DataDir, quarters: list[Quarter] | None = None, *, progress: bool = True,
-          retries: int = 3, backoff: float = 1.0) -> FetchResult:
-    """Download every offered zip (or those of ``quarters``) that is new or changed."""
+          retries: int | None = None, backoff: float = 1.0) -> FetchResult:
+    """Download every offered zip (or those of ``quarters``) that is new or changed.
+
+    ``retries`` defaults to ``$FAERS_FETCH_RETRIES`` or 3 (with exponential backoff from ``backoff`` s).
+    """
+    if retries is None:
+        retries = int(os.environ.get("FAERS_FETCH_RETRIES", "3"))
     session = _session() if _is_http(source) else None
     offered = discover(source, quarters, session=session, retries=retries)
     data_dir.landing.mkdir(parents=True, exist_ok=True)
@@ -338,7 +343,7 @@ def _download(session, remote: RemoteFile, part: Path, total: int | None, *, pro
                unit_divisor=1024, disable=None if progress else True, leave=False)
     try:
         with open(part, mode) as fh:
-            for block in resp.iter_content(CHUNK):
+            for block in resp.iter_content(64 * 1024):  # small blocks: a cut loses at most one
                 fh.write(block)
                 bar.update(len(block))
     except requests.exceptions.RequestException as exc:

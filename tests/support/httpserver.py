@@ -16,7 +16,7 @@ from pathlib import Path
 @dataclass
 class Faults:
     fail_next: int = 0                 # answer this many requests with 503
-    cut_after_bytes: int | None = None  # cut the next GET body after this many bytes (once)
+    cut_after_bytes: int | None = None  # cut the next zip GET body after this many bytes (once)
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)  # (method, path, Range)
 
 
@@ -78,7 +78,7 @@ class MirrorServer:
                 if not body:
                     return
                 cut = server.faults.cut_after_bytes
-                if cut is not None:
+                if cut is not None and p.suffix == ".zip":
                     server.faults.cut_after_bytes = None
                     self.wfile.write(chunk[:cut])
                     self.wfile.flush()
