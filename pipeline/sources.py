@@ -13,6 +13,7 @@ Last-Modified), which decide whether a zip changed.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import html.parser
@@ -222,27 +223,71 @@ def fetch(source: str, data_dir: DataDir, quarters: list[Quarter] | None = None,
 
     ``retries`` defaults to ``$FAERS_FETCH_RETRIES`` or 3 (with exponential backoff from ``backoff`` s).
     """
-    if retries is None:
-        retries = int(os.environ.get("FAERS_FETCH_RETRIES", "3"))
+    retries = _retries(retries)
     session = _session() if _is_http(source) else None
     offered = discover(source, quarters, session=session, retries=retries)
-    data_dir.landing.mkdir(parents=True, exist_ok=True)
-    manifest = read_manifest(data_dir)
     result = FetchResult(source=source, offered=offered)
     for remote in offered:
-        entry = manifest["files"].get(remote.name)
-        if _is_http(remote.url):
-            got = _fetch_http(session, remote, data_dir, entry, progress=progress, retries=retries, backoff=backoff)
-        else:
-            got = _fetch_local(remote, data_dir, entry)
-        if got is None:
-            result.unchanged.append(remote.name)
-            continue
-        manifest["files"][remote.name] = got
-        write_json(manifest, data_dir.landing_manifest)  # after every zip: a crash loses nothing
-        result.downloaded.append(remote.name)
-        log.info("fetched %s (%s bytes, sha256 %s)", remote.name, f"{got['size']:,}", got["sha256"][:12])
+        got = fetch_one(remote, data_dir, session=session, progress=progress, retries=retries, backoff=backoff)
+        (result.downloaded if got else result.unchanged).append(remote.name)
     return result
+
+
+def _retries(retries: int | None) -> int:
+    return int(os.environ.get("FAERS_FETCH_RETRIES", "3")) if retries is None else retries
+
+
+def is_current(remote: RemoteFile, data_dir: DataDir, *, session=None, retries: int | None = None) -> bool:
+    """True when the landing copy of ``remote`` exists and the source has not changed it since."""
+    entry = read_manifest(data_dir)["files"].get(remote.name)
+    target = data_dir.landing / remote.name
+    if not _unchanged_locally(target, entry):
+        return False
+    if _is_http(remote.url):
+        head = _request(session or _session(), "HEAD", remote.url, retries=_retries(retries),
+                        headers={"Accept-Encoding": "identity"})
+        return _same_remote(entry, _validators(head))
+    st = Path(remote.url).stat()
+    return entry.get("source_size") == st.st_size and entry.get("source_mtime_ns") == st.st_mtime_ns
+
+
+def fetch_one(remote: RemoteFile, data_dir: DataDir, *, session=None, progress: bool = True,
+              retries: int | None = None, backoff: float = 1.0) -> dict | None:
+    """Download one zip if new or changed; return its new manifest entry, or None when current."""
+    retries = _retries(retries)
+    data_dir.landing.mkdir(parents=True, exist_ok=True)
+    manifest = read_manifest(data_dir)
+    entry = manifest["files"].get(remote.name)
+    if _is_http(remote.url):
+        got = _fetch_http(session or _session(), remote, data_dir, entry, progress=progress, retries=retries,
+                          backoff=backoff)
+    else:
+        got = _fetch_local(remote, data_dir, entry)
+    if got is None:
+        return None
+    with _manifest_lock(data_dir):  # parallel (mapped) fetches update the same manifest
+        manifest = read_manifest(data_dir)
+        manifest["files"][remote.name] = got
+        write_json(manifest, data_dir.landing_manifest)
+    log.info("fetched %s (%s bytes, sha256 %s)", remote.name, f"{got['size']:,}", got["sha256"][:12])
+    return got
+
+
+@contextlib.contextmanager
+def _manifest_lock(data_dir: DataDir):
+    import fcntl
+
+    with open(data_dir.landing / ".manifest.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _validators(resp) -> dict:
+    return {"etag": resp.headers.get("ETag"), "last_modified": resp.headers.get("Last-Modified"),
+            "content_length": _int_or_none(resp.headers.get("Content-Length"))}
 
 
 def _unchanged_locally(target: Path, entry: dict | None) -> bool:
@@ -276,8 +321,7 @@ def _fetch_http(session, remote: RemoteFile, data_dir: DataDir, entry: dict | No
     target = data_dir.landing / remote.name
     head = _request(session, "HEAD", remote.url, retries=retries, backoff=backoff,
                     headers={"Accept-Encoding": "identity"})
-    validators = {"etag": head.headers.get("ETag"), "last_modified": head.headers.get("Last-Modified"),
-                  "content_length": _int_or_none(head.headers.get("Content-Length"))}
+    validators = _validators(head)
     if _unchanged_locally(target, entry) and _same_remote(entry, validators):
         return None
     part = target.with_name(target.name + ".part")

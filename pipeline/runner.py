@@ -1,0 +1,114 @@
+"""Orchestration steps shared by the CLI (``run``, ``demo``) and the Airflow DAGs.
+
+Each step is idempotent for its unit of work (a quarter, or the whole curated set) and returns a
+small JSON-able dict (it travels through Airflow's XCom): paths and counts, never data frames.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from pipeline.layout import DataDir
+from pipeline.quarters import Quarter
+
+log = logging.getLogger(__name__)
+
+
+def plan(source: str, data_dir: DataDir, quarters: list[Quarter] | None = None) -> list[str]:
+    """Quarters that need work: their zip is new or changed at the source, or landed but not ingested."""
+    from pipeline import ingest, sources
+
+    session = sources._session() if sources._is_http(source) else None
+    todo = []
+    for remote in sources.discover(source, quarters, session=session):
+        landed = data_dir.landing / remote.name
+        if not sources.is_current(remote, data_dir, session=session):
+            todo.append(str(remote.quarter))
+        elif ingest._landing_sha(data_dir, landed) != ingest._recorded_sha(data_dir, remote.quarter):
+            todo.append(str(remote.quarter))
+    log.info("plan: %d quarter(s) to fetch/ingest: %s", len(todo), ", ".join(todo) or "none")
+    return todo
+
+
+def fetch_quarter(source: str, data_dir: DataDir, quarter: str, *, progress: bool = False) -> dict:
+    from pipeline import sources
+
+    [remote] = sources.discover(source, [Quarter.parse(quarter)])
+    got = sources.fetch_one(remote, data_dir, progress=progress)
+    return {"quarter": quarter, "zip": remote.name, "downloaded": got is not None}
+
+
+def ingest_quarter(data_dir: DataDir, quarter: str, *, force: bool = False, progress: bool = False,
+                   validate: bool = True) -> dict:
+    """Ingest (and validate) one landed quarter; a no-op when its zip was already ingested."""
+    from pipeline.ingest import ingest
+
+    [res] = ingest(data_dir, [Quarter.parse(quarter)], force=force, progress=progress, validate=validate)
+    out = {"quarter": quarter, "skipped": res.skipped, "rows": res.rows, "quarantined": res.quarantined,
+           "seconds": round(res.seconds, 2)}
+    if res.validation:
+        out["validation"] = {k: res.validation.get(k) for k in ("success", "warnings") if k in res.validation}
+    log.info("%s", res.summary_line())
+    return out
+
+
+def curate_all(data_dir: DataDir, config_path: str | Path | None = None, *, progress: bool = False) -> dict:
+    """Curate every ingested quarter; returns ``changed: False`` (and does nothing) when inputs are unchanged."""
+    from pipeline.curate import curate
+    from pipeline.settings import load_config
+
+    config = load_config(config_path)
+    summary = curate(data_dir, config, progress=progress)
+    if summary.get("changed", True):
+        from pipeline import quality
+
+        summary["validation"] = quality.validate_curated(data_dir, config)
+    return _jsonable(summary)
+
+
+def signals_run(data_dir: DataDir, config_path: str | Path | None = None, *, progress: bool = False,
+                **params) -> dict:
+    """Statistics + report folder from the curated tables (``params`` override config values)."""
+    from pipeline.reports import build_report
+    from pipeline.settings import load_config
+
+    config = load_config(config_path)
+    return _jsonable(build_report(data_dir, config, progress=progress, **params))
+
+
+def latest_report(data_dir: DataDir) -> Path | None:
+    latest = data_dir.reports / "latest"
+    if latest.is_symlink() or latest.is_dir():
+        return latest.resolve()
+    marker = data_dir.reports / "LATEST"
+    if marker.exists():
+        return data_dir.reports / marker.read_text().strip()
+    return None
+
+
+def run(source: str, data_dir: DataDir, quarters: list[Quarter] | None = None,
+        config_path: str | Path | None = None, *, progress: bool = True) -> dict:
+    """fetch -> ingest -> curate -> signals; seconds and no new files when nothing changed."""
+    t0 = time.perf_counter()
+    todo = plan(source, data_dir, quarters)
+    steps = {"quarters": []}
+    for q in todo:
+        fetched = fetch_quarter(source, data_dir, q, progress=progress)
+        ingested = ingest_quarter(data_dir, q, progress=progress)
+        steps["quarters"].append({**fetched, **ingested})
+    curated = curate_all(data_dir, config_path, progress=progress)
+    steps["curate"] = curated
+    if curated.get("changed", True) or latest_report(data_dir) is None:
+        steps["signals"] = signals_run(data_dir, config_path, progress=progress)
+    else:
+        steps["signals"] = {"skipped": True, "report_dir": str(latest_report(data_dir))}
+    steps["seconds"] = round(time.perf_counter() - t0, 2)
+    steps["changed"] = bool(todo) or curated.get("changed", True)
+    return steps
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=str))
