@@ -7,6 +7,7 @@ to stderr and exits non-zero (``--debug`` shows the traceback instead).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -67,6 +68,71 @@ def cmd_ingest(args) -> int:
     return 0
 
 
+def cmd_curate(args) -> int:
+    from pipeline.runner import curate_all
+
+    summary = curate_all(_data_dir(args), args.config, progress=not args.quiet)
+    if not summary.get("changed", True):
+        print("curate: inputs and config unchanged; curated tables kept")
+    else:
+        print(_funnel_text(summary))
+    return 0
+
+
+def _funnel_text(summary: dict) -> str:
+    lines = [f"curated tables in {summary.get('curated_dir', '')}"]
+    for step in summary.get("funnel", []):
+        lines.append(f"  {step['name']:<44} {step['reports_in']:>10,} -> {step['reports_out']:>10,}")
+    return "\n".join(lines)
+
+
+def cmd_run(args) -> int:
+    from pipeline.runner import run
+
+    result = run(_source(args), _data_dir(args), _quarters(args), args.config, progress=not args.quiet)
+    _print_run(result)
+    return 0
+
+
+def _print_run(result: dict) -> None:
+    n = len(result["quarters"])
+    if not result["changed"]:
+        print(f"run: nothing new ({result['seconds']}s); latest report: {result['signals'].get('report_dir')}")
+        return
+    print(f"run: {n} quarter(s) fetched/ingested, curated, report in {result['signals'].get('report_dir')} "
+          f"({result['seconds']}s)")
+    report_dir = result["signals"].get("report_dir")
+    if report_dir:
+        from pipeline.reports import focus_table_text
+
+        print(focus_table_text(Path(report_dir)))
+
+
+def cmd_demo(args) -> int:
+    from pipeline.quarters import parse_range
+    from pipeline.runner import run
+    from pipeline.synthetic import write_mirror
+
+    data_dir = _data_dir(args)
+    mirror = data_dir.root / "mirror"
+    quarters = parse_range(args.quarters)
+    truth = mirror / "truth.json"
+    wanted = {"quarters": [str(q) for q in quarters], "reports_per_quarter": args.reports_per_quarter,
+              "seed": args.seed}
+    if not truth.exists() or any(json.loads(truth.read_text()).get(k) != v for k, v in wanted.items()):
+        print(f"demo: writing a synthetic FAERS mirror ({len(quarters)} quarters x "
+              f"{args.reports_per_quarter:,} reports) to {mirror}")
+        write_mirror(mirror, quarters, reports_per_quarter=args.reports_per_quarter, seed=args.seed,
+                     progress=not args.quiet)
+    result = run((mirror / "index.html").resolve().as_uri(), data_dir, None, args.config, progress=not args.quiet)
+    _print_run(result)
+    report = result["signals"].get("report_dir")
+    if report:
+        print(f"\nopen {Path(report) / 'report.html'} in a browser (SYNTHETIC DATA: the numbers show how the "
+              f"pipeline works, not real drug safety).")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pipeline",
@@ -105,6 +171,23 @@ def build_parser() -> argparse.ArgumentParser:
     quarters(p)
     data_dir(p)
     p.add_argument("--force", action="store_true", help="re-ingest quarters even when unchanged")
+
+    p = add("curate", cmd_curate, "de-duplicate cases and apply the case definition: DIR/raw -> DIR/curated")
+    p.add_argument("--config", help="configuration file (default: the shipped pipeline/default_config.toml)")
+    data_dir(p)
+
+    p = add("run", cmd_run, "fetch, ingest, curate and signals in one go (a quick no-op when nothing changed)")
+    p.add_argument("--source", help="as for fetch ($FAERS_SOURCE; default FDA's quarterly-files page)")
+    quarters(p)
+    p.add_argument("--config", help="configuration file")
+    data_dir(p)
+
+    p = add("demo", cmd_demo, "offline end to end: a synthetic mirror in DIR/mirror, then run on it")
+    data_dir(p)
+    p.add_argument("--config", help="configuration file")
+    p.add_argument("--quarters", default="2023Q1:2024Q4", help="synthetic quarters (default 2023Q1:2024Q4)")
+    p.add_argument("--reports-per-quarter", type=int, default=5000, help="synthetic reports per quarter (default 5000)")
+    p.add_argument("--seed", type=int, default=20240101)
 
     return parser
 

@@ -1,0 +1,108 @@
+"""Ingest one real-scale synthetic quarter (~450,000 reports) and compare with a bare pyarrow CSV read.
+
+Phases, each in its own process so that each peak RSS is its own:
+
+1. ``bare``: ``pyarrow.csv.read_csv`` of the seven extracted text files (``$``, no quoting, all strings):
+   the floor any parser of these files pays.
+2. ``ingest``: ``pipeline ingest`` of the zip without validation (decompression, line checks,
+   typed copies, provenance, Parquet writes).
+3. ``ingest+validate``: the same with Great Expectations validation of the raw quarter (issue 5's
+   "under 20 % overhead").
+
+Targets (issue 2): ingest at most 3x the bare read, peak RSS under 4 GB.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+REPORTS = int(os.environ.get("BENCH_INGEST_REPORTS", "450000"))
+QUARTER = "2024Q1"
+
+
+def _phase(kind: str, workdir: Path) -> None:
+    """Child process body: run one phase and print its seconds."""
+    t0 = time.perf_counter()
+    if kind == "bare":
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        rows = 0
+        for p in sorted((workdir / "extracted").rglob("*.txt")):
+            if "delet" in str(p).lower():
+                continue
+            with open(p, "rb") as fh:
+                header = fh.readline().decode().rstrip("\r\n").split("$")
+            names = header + ["__x"] if header[-1] else header
+            t = pacsv.read_csv(p, read_options=pacsv.ReadOptions(column_names=names, skip_rows=1),
+                               parse_options=pacsv.ParseOptions(delimiter="$", quote_char=False,
+                                                                invalid_row_handler=lambda r: "skip"),
+                               convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names}))
+            rows += t.num_rows
+    else:
+        from pipeline.ingest import ingest
+        from pipeline.layout import DataDir
+        from pipeline.quarters import Quarter
+
+        dd = DataDir(workdir / kind)
+        [res] = ingest(dd, [Quarter.parse(QUARTER)], force=True, progress=False, validate=(kind == "validate"))
+        rows = sum(res.rows.values())
+    seconds = time.perf_counter() - t0
+    print(json.dumps({"seconds": seconds, "rows": rows,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def _run_child(kind: str, workdir: Path) -> dict:
+    out = subprocess.run([sys.executable, "-m", "bench.bench_ingest", "--phase", kind, str(workdir)],
+                         check=True, stdout=subprocess.PIPE, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str]) -> dict:
+    from pipeline.quarters import Quarter
+    from pipeline.synthetic import write_mirror
+
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-", dir=os.environ.get("BENCH_TMP")) as tmp:
+        work = Path(tmp)
+        t0 = time.perf_counter()
+        write_mirror(work / "mirror", [Quarter.parse(QUARTER)], reports_per_quarter=REPORTS, seed=7, progress=False)
+        gen_s = time.perf_counter() - t0
+        [zip_path] = list((work / "mirror").glob("*.zip"))
+        with zipfile.ZipFile(zip_path) as zf:
+            zf.extractall(work / "extracted")
+            text_bytes = sum(i.file_size for i in zf.infolist())
+        for kind in ("ingest", "validate"):
+            (work / kind / "landing").mkdir(parents=True)
+            os.link(zip_path, work / kind / "landing" / zip_path.name)
+        bare = min((_run_child("bare", work) for _ in range(2)), key=lambda r: r["seconds"])
+        ing = min((_run_child("ingest", work) for _ in range(2)), key=lambda r: r["seconds"])
+        val = _run_child("validate", work)
+    ratio = ing["seconds"] / bare["seconds"]
+    overhead = (val["seconds"] - ing["seconds"]) / ing["seconds"]
+    print(f"synthetic quarter: {REPORTS:,} reports, {text_bytes / 1e6:.0f} MB of text, "
+          f"zip {zip_path.stat().st_size / 1e6:.0f} MB, generated in {gen_s:.1f}s")
+    print(f"bare pyarrow read: {bare['seconds']:.2f}s ({bare['rows']:,} rows, peak {bare['peak_rss_mb']:.0f} MB)")
+    print(f"ingest:            {ing['seconds']:.2f}s  = {ratio:.2f}x bare (target <= 3x), "
+          f"peak {ing['peak_rss_mb']:.0f} MB (target < 4096)")
+    print(f"ingest + validate: {val['seconds']:.2f}s  (+{overhead * 100:.0f}% for GX validation; target < 20%), "
+          f"peak {val['peak_rss_mb']:.0f} MB")
+    return {"reports": REPORTS, "text_mb": round(text_bytes / 1e6), "generate_s": round(gen_s, 2),
+            "bare_read_s": round(bare["seconds"], 2), "ingest_s": round(ing["seconds"], 2),
+            "ingest_over_bare": round(ratio, 2), "ingest_peak_rss_mb": round(ing["peak_rss_mb"]),
+            "ingest_validate_s": round(val["seconds"], 2), "validation_overhead_pct": round(overhead * 100, 1),
+            "validate_peak_rss_mb": round(val["peak_rss_mb"])}
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--phase"]:
+        _phase(sys.argv[2], Path(sys.argv[3]))
+    else:
+        print(json.dumps(main(sys.argv[1:])))
