@@ -38,7 +38,11 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP)
+	$(PY) -m pip install -q -r bench/requirements.txt -c constraints.txt
 	$(PY) -m bench $(BENCH_ARGS)
+
+airflow: $(STAMP)
+	scripts/airflow-standalone.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .airflow-test

@@ -45,7 +45,8 @@ def _phase(kind: str, workdir: Path) -> None:
             t = pacsv.read_csv(p, read_options=pacsv.ReadOptions(column_names=names, skip_rows=1),
                                parse_options=pacsv.ParseOptions(delimiter="$", quote_char=False,
                                                                 invalid_row_handler=lambda r: "skip"),
-                               convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names}))
+                               convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
+                                                                    check_utf8=False))
             rows += t.num_rows
     else:
         from pipeline.ingest import ingest
@@ -62,7 +63,11 @@ def _phase(kind: str, workdir: Path) -> None:
 
 def _run_child(kind: str, workdir: Path) -> dict:
     out = subprocess.run([sys.executable, "-m", "bench.bench_ingest", "--phase", kind, str(workdir)],
-                         check=True, stdout=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["?"])[-1]
+        print(f"phase {kind} failed: {last}")
+        return {"seconds": float("nan"), "rows": 0, "peak_rss_mb": float("nan"), "error": last}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -79,6 +84,7 @@ def main(argv: list[str]) -> dict:
         with zipfile.ZipFile(zip_path) as zf:
             zf.extractall(work / "extracted")
             text_bytes = sum(i.file_size for i in zf.infolist())
+        zip_bytes = zip_path.stat().st_size
         for kind in ("ingest", "validate"):
             (work / kind / "landing").mkdir(parents=True)
             os.link(zip_path, work / kind / "landing" / zip_path.name)
@@ -88,13 +94,13 @@ def main(argv: list[str]) -> dict:
     ratio = ing["seconds"] / bare["seconds"]
     overhead = (val["seconds"] - ing["seconds"]) / ing["seconds"]
     print(f"synthetic quarter: {REPORTS:,} reports, {text_bytes / 1e6:.0f} MB of text, "
-          f"zip {zip_path.stat().st_size / 1e6:.0f} MB, generated in {gen_s:.1f}s")
+          f"zip {zip_bytes / 1e6:.0f} MB, generated in {gen_s:.1f}s")
     print(f"bare pyarrow read: {bare['seconds']:.2f}s ({bare['rows']:,} rows, peak {bare['peak_rss_mb']:.0f} MB)")
     print(f"ingest:            {ing['seconds']:.2f}s  = {ratio:.2f}x bare (target <= 3x), "
           f"peak {ing['peak_rss_mb']:.0f} MB (target < 4096)")
     print(f"ingest + validate: {val['seconds']:.2f}s  (+{overhead * 100:.0f}% for GX validation; target < 20%), "
           f"peak {val['peak_rss_mb']:.0f} MB")
-    return {"reports": REPORTS, "text_mb": round(text_bytes / 1e6), "generate_s": round(gen_s, 2),
+    return {"validate_error": val.get("error"), "reports": REPORTS, "text_mb": round(text_bytes / 1e6), "generate_s": round(gen_s, 2),
             "bare_read_s": round(bare["seconds"], 2), "ingest_s": round(ing["seconds"], 2),
             "ingest_over_bare": round(ratio, 2), "ingest_peak_rss_mb": round(ing["peak_rss_mb"]),
             "ingest_validate_s": round(val["seconds"], 2), "validation_overhead_pct": round(overhead * 100, 1),

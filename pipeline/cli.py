@@ -189,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reports-per-quarter", type=int, default=5000, help="synthetic reports per quarter (default 5000)")
     p.add_argument("--seed", type=int, default=20240101)
 
+    from pipeline.reports import register as register_reports
+    from pipeline.stats.command import register as register_disproportionality
+
+    register_reports(sub)
+    register_disproportionality(sub)
     return parser
 
 

@@ -60,12 +60,20 @@ def curate_all(data_dir: DataDir, config_path: str | Path | None = None, *, prog
     from pipeline.curate import curate
     from pipeline.settings import load_config
 
+    from pipeline import quality
+    from pipeline.atomic import write_json
+
     config = load_config(config_path)
     summary = curate(data_dir, config, progress=progress)
-    if summary.get("changed", True):
-        from pipeline import quality
-
-        summary["validation"] = quality.validate_curated(data_dir, config)
+    # Curation swaps its tables in before they are validated. Remember which fingerprint passed, so a
+    # failed validation is repeated (and fails again) on the next run instead of passing as "unchanged".
+    fp = json.loads((data_dir.curated / "manifest.json").read_text()).get("fingerprint")
+    passed = data_dir.curated / "validated.json"
+    last_ok = json.loads(passed.read_text()).get("fingerprint") if passed.exists() else None
+    if summary.get("changed", True) or last_ok != fp:
+        summary["validation"] = quality.validate_curated(data_dir, config)  # raises ValidationFailed
+        write_json({"fingerprint": fp}, passed)
+        summary["changed"] = True
     return _jsonable(summary)
 
 

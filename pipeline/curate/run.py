@@ -1,0 +1,287 @@
+"""``curate(data_dir, config)``: raw quarters -> ``DIR/curated/`` (reports, report_ingredients, report_pts,
+funnel, unmapped_drugs, manifest.json). DuckDB does the heavy joins out of core; pandas is not used.
+
+The whole folder is written beside ``curated/`` and swapped in at the end (:func:`pipeline.atomic.atomic_dir`),
+so readers see the old or the new set, never a mix. A run whose inputs' fingerprint (raw files, ingest records,
+config sha256, curation code version) equals the last run's returns ``changed: False`` without work.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from pipeline.atomic import atomic_dir
+from pipeline.curate import drugs, duplicates, reactions, versions
+from pipeline.curate.tables import CURATED
+from pipeline.errors import PipelineError
+from pipeline.layout import DataDir
+from pipeline.settings import Config
+
+log = logging.getLogger("pipeline.curate")
+
+#: bump when a rule changes, so an unchanged input is still re-curated by new code
+CURATE_VERSION = "2"
+
+
+def _ingest_records(data_dir: DataDir) -> list[dict]:
+    out = []
+    folder = data_dir.raw / "_ingest"
+    for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        raw = p.read_bytes()
+        try:
+            rec = json.loads(raw)
+        except ValueError:
+            rec = {}
+        out.append({"quarter": rec.get("quarter", p.stem), "era": rec.get("era"), "zip": rec.get("zip"),
+                    "zip_sha256": rec.get("zip_sha256"), "record_sha256": hashlib.sha256(raw).hexdigest()})
+    return out
+
+
+def fingerprint(data_dir: DataDir, config: Config) -> str:
+    """sha256 over the raw Parquet files read (path, size, mtime), the ingest records, config and code version."""
+    h = hashlib.sha256(f"curate-v{CURATE_VERSION}|{config.sha256}".encode())
+    for table in versions.READ_TABLES:
+        for p in versions.raw_files(data_dir, table):
+            st = p.stat()
+            h.update(f"|{p.relative_to(data_dir.root)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    for rec in _ingest_records(data_dir):
+        h.update(f"|{rec['quarter']}:{rec['record_sha256']}".encode())
+    return h.hexdigest()
+
+
+def _connect(config: Config, tmp: Path) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar=false")
+    con.execute(f"SET memory_limit='{config.duckdb_memory_limit}'")
+    con.execute(f"SET threads={int(config.duckdb_threads)}")
+    con.execute("SET preserve_insertion_order=false")
+    con.execute(f"SET temp_directory='{tmp}'")
+    return con
+
+
+def _age_sql(config: Config) -> str:
+    factor = ("CASE upper(trim(age_cod)) WHEN 'DEC' THEN 10.0 WHEN 'YR' THEN 1.0 WHEN 'YEAR' THEN 1.0 "
+              "WHEN 'MON' THEN 1.0/12 WHEN 'MONTH' THEN 1.0/12 WHEN 'WK' THEN 7/365.25 WHEN 'WEEK' THEN 7/365.25 "
+              "WHEN 'DY' THEN 1/365.25 WHEN 'DAY' THEN 1/365.25 WHEN 'HR' THEN 1/8766.0 WHEN 'HOUR' THEN 1/8766.0 END")
+    return (f"CASE WHEN TRY_CAST(trim(age) AS DOUBLE) * {factor} BETWEEN 0 AND {config.max_age_years} "
+            f"THEN TRY_CAST(trim(age) AS DOUBLE) * {factor} END")
+
+
+def _age_band_sql(config: Config) -> str:
+    edges = list(config.age_band_edges)
+    fmt = lambda x: f"{x:g}"  # noqa: E731
+    parts = [f"WHEN age_years < {edges[0]} THEN '<{fmt(edges[0])}'"]
+    for lo, hi in zip(edges, edges[1:]):
+        parts.append(f"WHEN age_years < {hi} THEN '{fmt(lo)}-{fmt(hi - 1)}'")
+    parts.append(f"ELSE '{fmt(edges[-1])}+'")
+    return "CASE WHEN age_years IS NULL THEN 'unknown' " + " ".join(parts) + " END"
+
+
+def _copy(con, sql: str, target: Path, schema, metadata: dict[str, str]) -> int:
+    kv = ", ".join(f"'{k}': '{str(v).replace(chr(39), chr(39) * 2)}'" for k, v in metadata.items())
+    con.execute(f"COPY ({sql}) TO '{target}' (FORMAT parquet, COMPRESSION zstd, KV_METADATA {{{kv}}})")
+    got = pq.read_schema(target)
+    got_plain = [(f.name, f.type) for f in got]
+    want = [(f.name, f.type) for f in schema]
+    if got_plain != want:  # a contract violation is a bug, not a user error
+        raise AssertionError(f"{target.name}: schema {got_plain} != contract {want}")
+    return pq.read_metadata(target).num_rows
+
+
+def curate(data_dir: DataDir, config: Config, progress: bool = True, force: bool = False) -> dict:
+    """Curate every ingested quarter of ``data_dir`` into ``data_dir.curated``; return a summary dict."""
+    data_dir = DataDir.of(data_dir) if not isinstance(data_dir, DataDir) else data_dir
+    if not versions.raw_files(data_dir, "DEMO"):
+        raise PipelineError(f"nothing to curate: no DEMO tables under {data_dir.raw} (run `pipeline ingest` first)")
+    fp = fingerprint(data_dir, config)
+    manifest_path = data_dir.curated / "manifest.json"
+    if not force and manifest_path.exists():
+        try:
+            old = json.loads(manifest_path.read_text())
+        except ValueError:
+            old = {}
+        if old.get("fingerprint") == fp and all((data_dir.curated / f"{n}.parquet").exists() for n in CURATED):
+            return {**old.get("summary", {}), "curated_dir": str(data_dir.curated), "changed": False}
+
+    data_dir.root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".curate-spill-", dir=data_dir.root))  # DuckDB spill space
+    bar = tqdm(total=8, desc="curate", unit="step", disable=not progress, leave=False)
+    con = _connect(config, tmp)
+    timings: dict[str, float] = {}
+    clock = [time.perf_counter()]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        timings[name] = round(now - clock[0], 2)
+        clock[0] = now
+        bar.update()
+
+    try:
+        bar.set_postfix_str("keys")
+        files = versions.register_raw(con, data_dir)
+        key_report = versions.check_keys(con, config.null_key_tolerance)
+        lap("keys")
+        bar.set_postfix_str("versions")
+        counts = versions.collapse(con)
+        lap("versions")
+        bar.set_postfix_str("drugs")
+        drug_summary = drugs.build_report_ingredients(con, config)
+        lap("drugs")
+        bar.set_postfix_str("reactions")
+        pt_summary = reactions.build_report_pts(con, config)
+        lap("reactions")
+        bar.set_postfix_str("duplicates")
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE rep AS
+            SELECT report_id, primaryid, caseversion, quarter, era, fda_dt, init_fda_dt, event_dt,
+                   {_age_sql(config)} AS age_years,
+                   CASE WHEN sex_raw IN ('M', 'F') THEN sex_raw ELSE 'UNK' END AS sex,
+                   reporter_country, occp_cod, mfr_num, mfr_sndr,
+                   year(coalesce(init_fda_dt, fda_dt))::INTEGER AS receipt_year
+            FROM kept""")
+        con.execute("DROP TABLE kept")
+        dup_summary = duplicates.flag_duplicates(con, config)
+        lap("duplicates")
+        bar.set_postfix_str("write")
+        exclude = "true" if config.duplicates.exclude_flagged_duplicates else "false"
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE reports AS
+            SELECT *, has_drug AND has_pt AND (is_dup_kept OR NOT {exclude}) AS in_analysis FROM (
+                SELECT r.report_id, r.primaryid, r.caseversion, r.quarter, r.era, r.fda_dt, r.init_fda_dt,
+                       r.event_dt, r.age_years, {_age_band_sql(config)} AS age_band, r.sex, r.reporter_country,
+                       r.occp_cod, r.receipt_year,
+                       r.report_id IN (SELECT report_id FROM report_ingredients) AS has_drug,
+                       r.report_id IN (SELECT report_id FROM report_pts) AS has_pt,
+                       f.dup_group_id, f.dup_rule, coalesce(f.is_dup_kept, true) AS is_dup_kept
+                FROM rep r LEFT JOIN dup_flags f USING (report_id))""")
+        funnel, substance_counts = _funnel(con, counts, config)
+        lap("reports")
+        summary = _write(con, data_dir, config, fp, files, counts, funnel, substance_counts, key_report,
+                         drug_summary, pt_summary, dup_summary, timings)
+        lap("write")
+        summary["timings_s"] = timings
+    finally:
+        con.close()
+        bar.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return summary
+
+
+def _funnel(con, counts: dict, config: Config) -> tuple[list[tuple], dict]:
+    n = lambda sql: con.execute(sql).fetchall()[0][0]  # noqa: E731
+    kept = counts["kept"]
+    with_both = n("SELECT count(*) FROM reports WHERE has_drug AND has_pt")
+    analysis = n("SELECT count(*) FROM reports WHERE in_analysis")
+    roles = "+".join(config.exposure_roles)
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE exposed AS
+        SELECT DISTINCT i.report_id, i.substance FROM report_ingredients i
+        JOIN reports r USING (report_id)
+        WHERE r.in_analysis AND i.is_exposure AND i.substance IS NOT NULL""")
+    family = n("SELECT count(DISTINCT report_id) FROM exposed")
+    per_sub = dict(con.execute("SELECT substance, count(*) FROM exposed GROUP BY 1").fetchall())
+    substance_counts = {s: int(per_sub.get(s, 0)) for s in config.substances}
+    substance_counts["ketamine_family"] = int(family)
+    steps = [
+        ("raw DEMO rows", counts["raw"], counts["raw"], "every DEMO row of every ingested quarter"),
+        ("unusable keys removed", counts["raw"], counts["valid_keys"],
+         "caseid/primaryid (or non-LAERS caseversion) null or not a number; within curation.null_key_tolerance"),
+        ("exact duplicates removed", counts["valid_keys"], counts["exact"],
+         "identical FDA text in every DEMO column; the latest quarter's row is kept"),
+        ("primaryid re-ships removed", counts["exact"], counts["reship"],
+         "one row per (caseid, primaryid): the latest quarter wins"),
+        ("deleted caseids removed", counts["reship"], counts["live"],
+         f"caseid on any deleted-case list of any quarter ({counts['deleted_caseids']:,} distinct caseids)"),
+        ("older versions removed", counts["live"], kept,
+         "one version per caseid: max integer caseversion, then fda_dt, quarter, integer primaryid"),
+        ("reports without any drug or any PT", kept, with_both, "no DRUG row or no REAC row in the kept version"),
+        ("duplicate-flag exclusions", with_both, analysis,
+         "cross-case duplicates (rules: " + "+".join(
+             r for r in ("aeolus_key", "mfr_num", "relaxed") if getattr(config.duplicates, r)) + "), "
+         + ("non-kept members excluded" if config.duplicates.exclude_flagged_duplicates else "flagged only")),
+        ("analysis population", analysis, analysis, "reports.in_analysis"),
+        ("ketamine-family exposure", analysis, family,
+         f"analysis reports naming ketamine/esketamine/arketamine/norketamine with role {roles}"),
+    ]
+    return [(i + 1, *s) for i, s in enumerate(steps)], substance_counts
+
+
+def _write(con, data_dir: DataDir, config: Config, fp: str, files, counts, funnel, substance_counts, key_report,
+           drug_summary, pt_summary, dup_summary, timings) -> dict:
+    meta = {"faers.config_sha256": config.sha256, "faers.case_definition": config.case_definition_version,
+            "faers.exposure_roles": "+".join(config.exposure_roles), "faers.curate_version": CURATE_VERSION,
+            "faers.fingerprint": fp}
+    funnel_values = ", ".join(
+        "(" + ", ".join([str(s), "'" + name + "'", str(a), str(b), "'" + reason.replace("'", "''") + "'"]) + ")"
+        for s, name, a, b, reason in funnel)
+    queries = {
+        "reports": "SELECT * FROM reports ORDER BY report_id",
+        # the two long tables are not sorted (row order carries no meaning; sorting 10+ M rows costs seconds)
+        "report_ingredients": "SELECT * FROM report_ingredients",
+        "report_pts": "SELECT * FROM report_pts",
+        "funnel": f"SELECT col0::BIGINT AS step, col1 AS name, col2::BIGINT AS reports_in, "
+                  f"col3::BIGINT AS reports_out, col4 AS reason FROM (VALUES {funnel_values}) ORDER BY step",
+        "unmapped_drugs": "SELECT * FROM unmapped_drugs ORDER BY n_reports DESC, n_rows DESC, drugname",
+    }
+    records = {r["quarter"]: r for r in _ingest_records(data_dir)}
+    quarters = sorted({p.parent.name.split("=", 1)[1] for t in files.values() for p in t})
+    deleted_sha = hashlib.sha256(",".join(str(r[0]) for r in con.execute(
+        "SELECT caseid FROM deleted_ids ORDER BY caseid").fetchall()).encode()).hexdigest()
+    rows = {}
+    with atomic_dir(data_dir.curated) as out:
+        for name, sql in queries.items():
+            rows[name] = _copy(con, sql, out / f"{name}.parquet", CURATED[name], meta)
+        warnings = []
+        if drug_summary["unmapped_share"] > config.thresholds.unmapped_share_max:
+            warnings.append(f"unmapped drug rows {drug_summary['unmapped_share']:.1%} exceed "
+                            f"thresholds.unmapped_share_max {config.thresholds.unmapped_share_max:.1%}")
+        if pt_summary["configured_pts_never_seen"]:
+            warnings.append(f"{len(pt_summary['configured_pts_never_seen'])} configured PT(s) never seen")
+        summary = {
+            "changed": True,
+            "curated_dir": str(data_dir.curated),
+            "funnel": [{"step": s, "name": nm, "reports_in": a, "reports_out": b, "reason": r}
+                       for s, nm, a, b, r in funnel],
+            "kept_cases": counts["kept"],
+            "analysis_population": next(b for s, nm, a, b, r in funnel if nm == "analysis population"),
+            "substance_reports": substance_counts,
+            "rows": rows,
+            "outputs": {n: str(data_dir.curated / f"{n}.parquet") for n in queries},
+            "drugs": drug_summary,
+            "reactions": pt_summary,
+            "duplicates": dup_summary,
+            "warnings": warnings,
+            "timings_s": timings,
+        }
+        manifest = {
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "curate_version": CURATE_VERSION,
+            "duckdb_version": duckdb.__version__,
+            "fingerprint": fp,
+            "config": {"sha256": config.sha256, "path": str(config.path), "values": config.as_dict()},
+            "case_definition": config.case_definition_version,
+            "exposure_roles": list(config.exposure_roles),
+            "duplicate_policy": config.as_dict()["duplicates"],
+            "inputs": [{"quarter": q, "era": records.get(q, {}).get("era"), "zip": records.get(q, {}).get("zip"),
+                        "zip_sha256": records.get(q, {}).get("zip_sha256"),
+                        "ingest_record_sha256": records.get(q, {}).get("record_sha256")} for q in quarters],
+            "deleted_caseids": {"distinct": counts["deleted_caseids"], "sha256": deleted_sha},
+            "key_check": key_report,
+            "summary": {k: v for k, v in summary.items() if k != "changed"},
+        }
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    log.info("curated %s quarter(s): %s kept cases, %s in analysis, %s ketamine-family", len(quarters),
+             f"{counts['kept']:,}", f"{summary['analysis_population']:,}",
+             f"{substance_counts['ketamine_family']:,}")
+    return summary

@@ -1,0 +1,43 @@
+"""Arrow schemas of the curated tables (``docs/CONTRACTS.md``, "Curated tables"). Every file written by
+:func:`pipeline.curate.curate` is checked against these before it is moved into place."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+REPORTS = pa.schema([
+    ("report_id", pa.int64()), ("primaryid", pa.int64()), ("caseversion", pa.int64()), ("quarter", pa.string()),
+    ("era", pa.string()), ("fda_dt", pa.date32()), ("init_fda_dt", pa.date32()), ("event_dt", pa.string()),
+    ("age_years", pa.float64()), ("age_band", pa.string()), ("sex", pa.string()), ("reporter_country", pa.string()),
+    ("occp_cod", pa.string()), ("receipt_year", pa.int32()), ("has_drug", pa.bool_()), ("has_pt", pa.bool_()),
+    ("dup_group_id", pa.int64()), ("dup_rule", pa.string()), ("is_dup_kept", pa.bool_()), ("in_analysis", pa.bool_()),
+])
+
+REPORT_INGREDIENTS = pa.schema([
+    ("report_id", pa.int64()), ("ingredient", pa.string()), ("substance", pa.string()), ("role_cod", pa.string()),
+    ("matched_by", pa.string()), ("is_exposure", pa.bool_()),
+])
+
+REPORT_PTS = pa.schema([
+    ("report_id", pa.int64()), ("pt", pa.string()), ("pt_key", pa.string()), ("is_indication", pa.bool_()),
+])
+
+FUNNEL = pa.schema([
+    ("step", pa.int64()), ("name", pa.string()), ("reports_in", pa.int64()), ("reports_out", pa.int64()),
+    ("reason", pa.string()),
+])
+
+UNMAPPED_DRUGS = pa.schema([("drugname", pa.string()), ("n_rows", pa.int64()), ("n_reports", pa.int64())])
+
+PT_GROUPS = pa.schema([("pt_group", pa.string()), ("pt", pa.string()), ("pt_key", pa.string())])
+
+CURATED = {
+    "reports": REPORTS,
+    "report_ingredients": REPORT_INGREDIENTS,
+    "report_pts": REPORT_PTS,
+    "funnel": FUNNEL,
+    "unmapped_drugs": UNMAPPED_DRUGS,
+}
+
+#: matched_by values, best first (used to pick one when several drug rows give the same ingredient and role).
+MATCHED_BY = ("prod_ai", "drugname", "brand", "alias", "unmapped")

@@ -1,0 +1,148 @@
+"""Aligned text tables of a report folder: what ``signals``, ``demo`` and ``show`` print.
+
+Default slice: every substance x PT group row. ``pt`` selects PTs (case-insensitive), ``top_pts`` adds each
+substance's best PTs ranked by the ROR lower bound, ``limit`` caps the rows. NaN prints as "—", infinity as "∞".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+
+FLAGS = (("signal_prr", "PRR"), ("signal_ror", "ROR"), ("signal_ic", "IC"), ("signal_ebgm", "EB"))
+
+
+def _num(x, kind: str = "num") -> str:
+    if x is None:
+        return "—"
+    v = float(x)
+    if math.isnan(v):
+        return "—"
+    if math.isinf(v):
+        return "∞" if v > 0 else "−∞"
+    if kind == "int":
+        return f"{int(v):,}"
+    a = abs(v)
+    if a == 0:
+        return "0"
+    if a >= 1000:
+        return f"{v:,.0f}"
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    if a >= 0.01:
+        return f"{v:.2f}"
+    return f"{v:.2g}"
+
+
+def _as_set(v) -> set[str] | None:
+    if v is None:
+        return None
+    if isinstance(v, str):
+        v = v.split(",")
+    out = {str(x).strip() for x in v if str(x).strip()}
+    return out or None
+
+
+def select_rows(signals: pd.DataFrame, substance=None, pt_group=None, pt=None, top_pts: int = 0,
+                min_a: int = 3) -> pd.DataFrame:
+    subs, groups, pts = _as_set(substance), _as_set(pt_group), _as_set(pt)
+    df = signals
+    if subs:
+        unknown = subs - set(df["substance"].astype(str))
+        if unknown:
+            from pipeline.errors import PipelineError
+
+            raise PipelineError(f"show: substance(s) not in this report: {', '.join(sorted(unknown))} "
+                                f"(has {', '.join(dict.fromkeys(df['substance'].astype(str)))})")
+        df = df[df["substance"].astype(str).isin(subs)]
+    parts = []
+    if pts:
+        keys = {p.lower() for p in pts}
+        parts.append(df[df["pt"].notna() & df["pt"].astype(str).str.lower().isin(keys)])
+    if groups or not pts:
+        g = df[df["pt"].isna()]
+        if groups:
+            g = g[g["pt_group"].astype(str).isin(groups)]
+        parts.insert(0, g)
+    if top_pts and top_pts > 0:
+        t = df[df["pt"].notna() & (df["a"] >= min_a)].copy()
+        t["_lo"] = t["ror_lo"].astype(float).fillna(-math.inf)
+        t = t.sort_values(["substance", "_lo"], ascending=[True, False], kind="mergesort")
+        parts.append(t.groupby("substance", sort=False).head(int(top_pts)).drop(columns="_lo"))
+    out = pd.concat(parts) if parts else df.iloc[0:0]
+    out = out[~out.index.duplicated()]
+    order = {s: i for i, s in enumerate(dict.fromkeys(signals["substance"].astype(str)))}
+    out = out.assign(_s=out["substance"].astype(str).map(order), _k=out["pt"].notna().astype(int),
+                     _lo=-out["ror_lo"].astype(float).fillna(-math.inf))
+    return out.sort_values(["_s", "_k", "_lo"], kind="mergesort").drop(columns=["_s", "_k", "_lo"])
+
+
+def format_table(rows: pd.DataFrame, conf_label: str = "95% CI") -> str:
+    header = ["substance", "PT group / PT", "a", "E", f"ROR [{conf_label}]", "IC025", "EB05", "flags"]
+    lines = []
+    for r in rows.to_dict("records"):
+        event = r["pt_group"] if r.get("pt") is None or (isinstance(r.get("pt"), float) and math.isnan(r["pt"])) \
+            else f"PT: {r['pt']}"
+        flags = " ".join(n for c, n in FLAGS if bool(r[c])) or "-"
+        lines.append([str(r["substance"]), str(event), _num(r["a"], "int"), _num(r["expected"]),
+                      f"{_num(r['ror'])} [{_num(r['ror_lo'])}, {_num(r['ror_hi'])}]", _num(r["ic025"]),
+                      _num(r["eb05"]), flags])
+    widths = [max(len(h), *(len(x[i]) for x in lines)) if lines else len(h) for i, h in enumerate(header)]
+    right = {2, 3, 4, 5, 6}
+
+    def fmt_line(cells):
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    out = [fmt_line(header), "  ".join("-" * w for w in widths)]
+    out += [fmt_line(x) for x in lines]
+    return "\n".join(s.rstrip() for s in out)
+
+
+def focus_table_text(report_dir: str | os.PathLike, substance=None, pt_group=None, limit: int | None = None, *,
+                     pt=None, top_pts: int = 0, hide_zero: bool | None = None) -> str:
+    """The focus table of a report folder as aligned text (a, E, ROR [CI], IC025, EB05, flags).
+
+    ``hide_zero`` (default: True unless PT groups or PTs are asked for by name) leaves out rows with a = 0 and
+    says how many.
+    """
+    report_dir = Path(report_dir)
+    manifest = json.loads((report_dir / "manifest.json").read_text())
+    signals = pd.read_parquet(report_dir / "signals.parquet")
+    for c in ("substance", "pt", "pt_group"):
+        signals[c] = signals[c].astype(object).where(signals[c].notna(), None)
+    min_a = int(manifest.get("statistics", {}).get("thresholds", {}).get("ror_min_a", 3))
+    rows = select_rows(signals, substance, pt_group, pt, top_pts=top_pts, min_a=min_a)
+    if hide_zero is None:
+        hide_zero = not pt_group and not pt
+    zero = int((rows["a"] == 0).sum()) if hide_zero else 0
+    if zero:
+        rows = rows[rows["a"] > 0]
+    total = len(rows)
+    if limit is not None and limit >= 0:
+        rows = rows.head(int(limit))
+    conf = manifest.get("statistics", {}).get("confidence_level", 0.95)
+    head = (f"FAERS ketamine-family signals · run {manifest['run_id']} · data through {manifest['data_cutoff']} · "
+            f"{manifest['counts']['analysis_population']:,} reports · roles "
+            f"{'+'.join(manifest['parameters']['roles'])}")
+    lines = []
+    if manifest.get("synthetic"):
+        lines.append("*** SYNTHETIC DATA (pipeline sample): not FDA data, not real drug safety ***")
+    lines.append(head)
+    if rows.empty:
+        lines.append("(no rows match)")
+    else:
+        lines.append(format_table(rows, f"{float(conf) * 100:g}% CI"))
+    if total > len(rows):
+        lines.append(f"({len(rows)} of {total} rows; --limit to see more)")
+    if zero:
+        lines.append(f"({zero} substance x PT group row(s) with a = 0 not shown; name them with --pt-group)")
+    lines.append("a = reports with substance and event; E = expected a; flags: PRR (Evans), ROR (a>=3, lower bound "
+                 ">1), IC (IC025>0), EB (EB05>=2). Disproportionality is not causation.")
+    lines.append(f"report: {report_dir / 'report.html'}")
+    return "\n".join(lines)

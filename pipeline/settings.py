@@ -1,0 +1,279 @@
+"""Configuration: one TOML file holding the case definition, substance matching, roles, PT groups, duplicate
+policy, thresholds and statistics options (``pipeline/default_config.toml`` is the shipped default).
+
+The file is data, validated on load against :data:`SPEC`: every key is required, unknown keys, wrong types,
+unknown role codes, empty PT groups and a substance regex that matches one of its own traps each raise a
+:class:`~pipeline.errors.PipelineError` naming the key. ``Config.sha256`` is the sha256 of the file's bytes and
+goes into every curated table and manifest; ``Config.as_dict()`` is the parsed file (for manifests).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import PipelineError
+
+DEFAULT_CONFIG_PATH = Path(__file__).with_name("default_config.toml")
+
+SUBSTANCES = ("ketamine", "esketamine", "arketamine", "norketamine")
+ROLE_CODES = ("PS", "SS", "C", "I")
+MGPS_LIKELIHOODS = ("openebgm", "conditional", "zero-inclusive")
+
+# Type tokens of the spec: "str", "int", "float" (int accepted), "bool", "list[str]", "list[float]",
+# "map[str]" (table of free keys -> str), or a nested dict (fixed keys). "groups" = table of PT groups.
+_GROUP_SPEC = {"source": "str", "pts": "list[str]"}
+
+SPEC: dict[str, Any] = {
+    "case_definition": {"version": "str", "description": "str"},
+    "substances": {"regex": "str", "traps": "list[str]", "prefixes": "map[str]", "ingredients": "map[str]",
+                   "brands": "map[str]"},
+    "drugs": {"salt_suffixes": "list[str]", "top_unmapped": "int", "aliases": "map[str]"},
+    "exposure": {"roles": "list[str]"},
+    "pt_groups": "groups",
+    "duplicates": {"exclude_flagged_duplicates": "bool", "aeolus_key": "bool", "mfr_num": "bool",
+                   "mfr_age_tolerance_years": "float", "mfr_max_group_size": "int", "relaxed": "bool",
+                   "relaxed_age_tolerance_years": "float", "relaxed_min_jaccard": "float",
+                   "relaxed_min_suspects": "int"},
+    "thresholds": {"evans_min_a": "int", "evans_min_prr": "float", "evans_min_chi2_yates": "float",
+                   "ror_min_a": "int", "ror_lo_gt": "float", "ic025_gt": "float", "eb05_ge": "float",
+                   "ebgm_min_a": "int", "quarantine_rate_max": "float", "unmapped_share_max": "float"},
+    "statistics": {"mgps_likelihood": "str", "confidence_level": "float"},
+    "curation": {"null_key_tolerance": "float", "age_band_edges": "list[float]", "max_age_years": "float",
+                 "duckdb_memory_limit": "str", "duckdb_threads": "int"},
+}
+
+
+@dataclass(frozen=True)
+class PtGroup:
+    name: str
+    pts: tuple[str, ...]
+    source: str
+
+
+@dataclass(frozen=True)
+class DuplicatePolicy:
+    exclude_flagged_duplicates: bool
+    aeolus_key: bool
+    mfr_num: bool
+    mfr_age_tolerance_years: float
+    mfr_max_group_size: int
+    relaxed: bool
+    relaxed_age_tolerance_years: float
+    relaxed_min_jaccard: float
+    relaxed_min_suspects: int
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    evans_min_a: int
+    evans_min_prr: float
+    evans_min_chi2_yates: float
+    ror_min_a: int
+    ror_lo_gt: float
+    ic025_gt: float
+    eb05_ge: float
+    ebgm_min_a: int
+    quarantine_rate_max: float
+    unmapped_share_max: float
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated configuration. Mappings are stored as sorted tuples of pairs so the object is hashable."""
+
+    path: Path
+    sha256: str
+    case_definition_version: str
+    case_definition_description: str
+    substance_regex: str
+    traps: tuple[str, ...]
+    prefixes: tuple[tuple[str, str], ...]          # regex prefix (without ( ) -) -> substance
+    ingredients: tuple[tuple[str, str], ...]       # substance -> canonical ingredient name
+    brands: tuple[tuple[str, str], ...]            # brand -> substance
+    salt_suffixes: tuple[str, ...]
+    top_unmapped: int
+    aliases: tuple[tuple[str, str], ...]           # normalised name -> ingredient(s), '\'-separated
+    exposure_roles: tuple[str, ...]
+    pt_groups: tuple[PtGroup, ...]
+    duplicates: DuplicatePolicy
+    thresholds: Thresholds
+    mgps_likelihood: str
+    confidence_level: float
+    null_key_tolerance: float
+    age_band_edges: tuple[float, ...]
+    max_age_years: float
+    duckdb_memory_limit: str
+    duckdb_threads: int
+    _raw: dict = field(default_factory=dict, repr=False, compare=False, hash=False)
+
+    @property
+    def substances(self) -> tuple[str, ...]:
+        return SUBSTANCES
+
+    @property
+    def compiled_regex(self) -> re.Pattern:
+        return re.compile(self.substance_regex)
+
+    def pt_group(self, name: str) -> PtGroup:
+        for g in self.pt_groups:
+            if g.name == name:
+                return g
+        raise KeyError(name)
+
+    def as_dict(self) -> dict:
+        """The parsed file plus its path and sha256 (JSON-serialisable, for manifests)."""
+        import copy
+
+        return {"path": str(self.path), "sha256": self.sha256, **copy.deepcopy(self._raw)}
+
+
+def _err(path: Path, key: str, msg: str) -> PipelineError:
+    return PipelineError(f"config {path}: key '{key}' {msg}")
+
+
+def _check_type(path: Path, key: str, value: Any, token: str) -> None:
+    def is_num(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    ok = {
+        "str": lambda v: isinstance(v, str),
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": is_num,
+        "bool": lambda v: isinstance(v, bool),
+        "list[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+        "list[float]": lambda v: isinstance(v, list) and all(is_num(x) for x in v),
+        "map[str]": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+    }[token](value)
+    if not ok:
+        names = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
+                 "list[str]": "a list of strings", "list[float]": "a list of numbers",
+                 "map[str]": "a table of strings"}
+        raise _err(path, key, f"must be {names[token]}, got {value!r}")
+
+
+def _validate(path: Path, data: dict, spec: dict, prefix: str = "") -> None:
+    for key in data:
+        if key not in spec:
+            raise _err(path, prefix + key, "is unknown (allowed: " + ", ".join(sorted(spec)) + ")")
+    for key, token in spec.items():
+        full = prefix + key
+        if key not in data:
+            raise _err(path, full, "is missing")
+        value = data[key]
+        if isinstance(token, dict):
+            if not isinstance(value, dict):
+                raise _err(path, full, f"must be a table, got {value!r}")
+            _validate(path, value, token, full + ".")
+        elif token == "groups":
+            if not isinstance(value, dict) or not value:
+                raise _err(path, full, "must be a non-empty table of PT groups")
+            for name, group in value.items():
+                if not isinstance(group, dict):
+                    raise _err(path, f"{full}.{name}", "must be a table with 'source' and 'pts'")
+                _validate(path, group, _GROUP_SPEC, f"{full}.{name}.")
+                if not [p for p in group["pts"] if p.strip()]:
+                    raise _err(path, f"{full}.{name}.pts", "is empty (a PT group needs at least one PT)")
+        else:
+            _check_type(path, full, value, token)
+
+
+def _semantic_checks(path: Path, d: dict) -> None:
+    s = d["substances"]
+    try:
+        rx = re.compile(s["regex"])
+    except re.error as exc:
+        raise _err(path, "substances.regex", f"is not a valid regular expression ({exc})") from None
+    if "pre" not in rx.groupindex:
+        raise _err(path, "substances.regex", "needs a named group (?P<pre>...) for the substance prefix")
+    for trap in s["traps"]:
+        if rx.search(trap.upper()):
+            raise _err(path, "substances.traps", f"look-alike {trap!r} matches substances.regex")
+    for table in ("prefixes", "brands"):
+        for k, v in s[table].items():
+            if v not in SUBSTANCES:
+                raise _err(path, f"substances.{table}.{k}", f"names unknown substance {v!r} "
+                                                            f"(allowed: {', '.join(SUBSTANCES)})")
+    for sub in SUBSTANCES:
+        if sub not in s["ingredients"]:
+            raise _err(path, f"substances.ingredients.{sub}", "is missing")
+    for k in s["ingredients"]:
+        if k not in SUBSTANCES:
+            raise _err(path, f"substances.ingredients.{k}", "is not a ketamine-family substance")
+    roles = d["exposure"]["roles"]
+    if not roles:
+        raise _err(path, "exposure.roles", "is empty")
+    for r in roles:
+        if r not in ROLE_CODES:
+            raise _err(path, "exposure.roles", f"has unknown role code {r!r} (allowed: {', '.join(ROLE_CODES)})")
+    st = d["statistics"]
+    if st["mgps_likelihood"] not in MGPS_LIKELIHOODS:
+        raise _err(path, "statistics.mgps_likelihood", f"must be one of {', '.join(MGPS_LIKELIHOODS)}")
+    if not 0 < st["confidence_level"] < 1:
+        raise _err(path, "statistics.confidence_level", "must be between 0 and 1")
+    c = d["curation"]
+    if not 0 <= c["null_key_tolerance"] < 1:
+        raise _err(path, "curation.null_key_tolerance", "must be in [0, 1)")
+    edges = c["age_band_edges"]
+    if sorted(edges) != edges or len(set(edges)) != len(edges) or any(e <= 0 for e in edges):
+        raise _err(path, "curation.age_band_edges", "must be strictly increasing positive numbers")
+    if c["duckdb_threads"] < 1:
+        raise _err(path, "curation.duckdb_threads", "must be >= 1")
+    dup = d["duplicates"]
+    if not 0 < dup["relaxed_min_jaccard"] <= 1:
+        raise _err(path, "duplicates.relaxed_min_jaccard", "must be in (0, 1]")
+    if dup["mfr_max_group_size"] < 2:
+        raise _err(path, "duplicates.mfr_max_group_size", "must be >= 2")
+    if d["drugs"]["top_unmapped"] < 0:
+        raise _err(path, "drugs.top_unmapped", "must be >= 0")
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read and validate a TOML config (``None`` = the shipped default)."""
+    p = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise PipelineError(f"config {p}: cannot read ({exc.strerror or exc})") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise PipelineError(f"config {p}: not valid TOML ({exc})") from None
+    _validate(p, data, SPEC)
+    _semantic_checks(p, data)
+
+    s, dr, cu = data["substances"], data["drugs"], data["curation"]
+    norm = lambda x: " ".join(x.upper().split())  # noqa: E731 - keys compared on normalised text
+    return Config(
+        path=p.resolve(),
+        sha256=hashlib.sha256(raw).hexdigest(),
+        case_definition_version=data["case_definition"]["version"],
+        case_definition_description=data["case_definition"]["description"],
+        substance_regex=s["regex"],
+        traps=tuple(s["traps"]),
+        prefixes=tuple(sorted(s["prefixes"].items())),
+        ingredients=tuple(sorted(s["ingredients"].items())),
+        brands=tuple(sorted((norm(k), v) for k, v in s["brands"].items())),
+        salt_suffixes=tuple(norm(x) for x in dr["salt_suffixes"]),
+        top_unmapped=dr["top_unmapped"],
+        aliases=tuple(sorted((norm(k), norm(v)) for k, v in dr["aliases"].items())),
+        exposure_roles=tuple(data["exposure"]["roles"]),
+        pt_groups=tuple(PtGroup(name, tuple(" ".join(p.split()) for p in g["pts"] if p.strip()), g["source"])
+                        for name, g in data["pt_groups"].items()),
+        duplicates=DuplicatePolicy(**{k: (float(v) if isinstance(v, int) and SPEC["duplicates"][k] == "float"
+                                          else v) for k, v in data["duplicates"].items()}),
+        thresholds=Thresholds(**{k: (float(v) if isinstance(v, int) and SPEC["thresholds"][k] == "float" else v)
+                                 for k, v in data["thresholds"].items()}),
+        mgps_likelihood=data["statistics"]["mgps_likelihood"],
+        confidence_level=float(data["statistics"]["confidence_level"]),
+        null_key_tolerance=float(cu["null_key_tolerance"]),
+        age_band_edges=tuple(float(e) for e in cu["age_band_edges"]),
+        max_age_years=float(cu["max_age_years"]),
+        duckdb_memory_limit=cu["duckdb_memory_limit"],
+        duckdb_threads=cu["duckdb_threads"],
+        _raw=data,
+    )

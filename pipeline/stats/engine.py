@@ -1,0 +1,213 @@
+"""``disproportionality()``: counts table → every statistic and flag of INTERFACE.md, one row per (drug, event)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from pipeline.errors import PipelineError
+
+from . import frequentist as fq
+from .mgps import LIKELIHOODS, MgpsFit, fit_mgps, posterior
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Thresholds", "OUTPUT_COLUMNS", "disproportionality", "validate_counts", "signal_flags"]
+
+OUTPUT_COLUMNS = (
+    "drug", "event", "a", "b", "c", "d", "n_total", "expected", "prr", "prr_lo", "prr_hi", "chi2", "chi2_yates",
+    "ror", "ror_lo", "ror_hi", "ic", "ic025", "ic975", "ebgm", "eb05", "eb95", "fisher_p", "fisher_midp",
+    "signal_prr", "signal_ror", "signal_ic", "signal_ebgm",
+)
+EXTRA_COLUMNS = ("n_drug", "n_event", "fisher_q", "qn")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Signal rules (defaults of statistics.md §2). A NaN input never raises a flag.
+
+    * ``signal_prr`` (Evans 2001): a ≥ ``prr_min_a`` and PRR ≥ ``prr_min`` and Yates χ² ≥ ``chi2_yates_min``
+    * ``signal_ror``: a ≥ ``ror_min_a`` and ror_lo > ``ror_lo_min``
+    * ``signal_ic`` (Norén 2013): ic025 > ``ic025_min``
+    * ``signal_ebgm`` (Szarfman 2002): eb05 ≥ ``eb05_min``
+    """
+
+    prr_min_a: int = 3
+    prr_min: float = 2.0
+    chi2_yates_min: float = 4.0
+    ror_min_a: int = 3
+    ror_lo_min: float = 1.0
+    ic025_min: float = 0.0
+    eb05_min: float = 2.0
+
+    @classmethod
+    def from_mapping(cls, m: Mapping[str, Any] | None) -> "Thresholds":
+        if not m:
+            return cls()
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(m) - names)
+        if unknown:
+            raise PipelineError(f"unknown signal threshold(s): {', '.join(unknown)}")
+        return cls(**m)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def signal_flags(df: pd.DataFrame, t: Thresholds) -> dict[str, np.ndarray]:
+    """The four flag columns; comparisons with NaN are False, so undefined statistics never flag."""
+    a = df["a"].to_numpy()
+    return {
+        "signal_prr": (a >= t.prr_min_a) & (df["prr"].to_numpy() >= t.prr_min)
+                      & (df["chi2_yates"].to_numpy() >= t.chi2_yates_min),
+        "signal_ror": (a >= t.ror_min_a) & (df["ror_lo"].to_numpy() > t.ror_lo_min),
+        "signal_ic": df["ic025"].to_numpy() > t.ic025_min,
+        "signal_ebgm": df["eb05"].to_numpy() >= t.eb05_min,
+    }
+
+
+def validate_counts(counts) -> pd.DataFrame:
+    """Check a counts table and return it as a DataFrame with int64 counts; PipelineError with a reason if bad."""
+    if isinstance(counts, pa.Table):
+        df = counts.to_pandas()
+    elif isinstance(counts, pd.DataFrame):
+        df = counts
+    else:
+        raise PipelineError(f"counts: expected a DataFrame or pyarrow Table, got {type(counts).__name__}")
+    need = ("drug", "event", "a", "n_drug", "n_event", "n_total")
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise PipelineError(f"counts: missing column(s) {', '.join(missing)}")
+    def text(col):
+        return col if pd.api.types.is_string_dtype(col) else col.astype(str)
+
+    # keep the string columns as they are (no per-row Python objects)
+    out = pd.DataFrame({"drug": text(df["drug"]).reset_index(drop=True),
+                        "event": text(df["event"]).reset_index(drop=True)})
+    for c in ("a", "n_drug", "n_event", "n_total"):
+        col = df[c]
+        if col.isna().any():
+            raise PipelineError(f"counts: column {c} has missing values")
+        v = col.to_numpy()
+        if v.dtype.kind == "f":
+            if not np.all(v == np.round(v)):
+                raise PipelineError(f"counts: column {c} has non-integer values")
+        elif v.dtype.kind not in "iu":
+            try:
+                v = pd.to_numeric(col).to_numpy()
+            except (ValueError, TypeError) as exc:
+                raise PipelineError(f"counts: column {c} is not numeric") from exc
+        v = v.astype(np.int64)
+        if (v < 0).any():
+            raise PipelineError(f"counts: column {c} has negative values (first at row {int(np.argmax(v < 0))})")
+        out[c] = v
+    if "expected" in df.columns:
+        out["expected"] = df["expected"].to_numpy(np.float64)
+    checks = [
+        (out["a"] > out["n_drug"], "a > n_drug"),
+        (out["a"] > out["n_event"], "a > n_event"),
+        (out["n_drug"] > out["n_total"], "n_drug > n_total"),
+        (out["n_event"] > out["n_total"], "n_event > n_total"),
+        (out["n_total"] - out["n_drug"] - out["n_event"] + out["a"] < 0, "d = n_total - n_drug - n_event + a < 0"),
+    ]
+    for mask, what in checks:
+        if mask.any():
+            i = int(np.argmax(mask.to_numpy()))
+            raise PipelineError(f"counts: {what} in {int(mask.sum())} row(s), e.g. drug={out['drug'].iat[i]!r} "
+                                f"event={out['event'].iat[i]!r}")
+    # one row per (drug, event): check on integer codes, much cheaper than hashing string pairs
+    dcode, _ = pd.factorize(out["drug"])
+    ecode, euniq = pd.factorize(out["event"])
+    dup = pd.Series(dcode.astype(np.int64) * (len(euniq) + 1) + ecode.astype(np.int64)).duplicated()
+    if dup.any():
+        i = int(np.argmax(dup.to_numpy()))
+        raise PipelineError(f"counts: {int(dup.sum())} duplicate (drug, event) row(s), e.g. "
+                            f"({out['drug'].iat[i]!r}, {out['event'].iat[i]!r})")
+    return out
+
+
+def disproportionality(counts, *, confidence_level: float = 0.95, thresholds: Thresholds | Mapping | None = None,
+                       mgps_likelihood: str = "openebgm", mgps_fit: MgpsFit | None = None,
+                       haldane: bool = False) -> tuple[pd.DataFrame, MgpsFit]:
+    """All disproportionality statistics and signal flags for a counts table.
+
+    Parameters
+    ----------
+    counts : DataFrame or pyarrow Table
+        ``drug, event, a, n_drug, n_event, n_total`` (int, one row per pair; an ``expected`` column, e.g. the
+        stratified E of :func:`count_pairs`, replaces n_drug·n_event/n_total for IC and MGPS).
+    confidence_level : float
+        Level of the PRR/ROR intervals and the IC limits (columns keep their 95 % names).
+    thresholds : Thresholds or mapping, optional
+        Signal rules; defaults of :class:`Thresholds`.
+    mgps_likelihood : {"openebgm", "conditional", "zero-inclusive"}
+        Likelihood for fitting the MGPS prior on ``counts`` when ``mgps_fit`` is not given.
+    mgps_fit : MgpsFit, optional
+        A prior fitted elsewhere (e.g. on the whole ingredient × PT background) applied to these rows.
+    haldane : bool
+        Add 0.5 to all four cells only for the statistic that is otherwise undefined (ROR when b·c = 0, PRR when
+        c = 0). Off by default.
+
+    Returns
+    -------
+    (DataFrame, MgpsFit)
+        Columns :data:`OUTPUT_COLUMNS` then ``n_drug, n_event, fisher_q, qn`` (and ``expected_unstratified`` when
+        E was supplied). EBGM columns are NaN when the fit did not converge consistently.
+
+    References
+    ----------
+    Evans SJW et al. Pharmacoepidemiol Drug Saf 2001;10:483-486 (PRR rule).
+    Norén GN et al. Stat Methods Med Res 2013;22:57-69 (IC).
+    DuMouchel W. Am Stat 1999;53:177-190 (MGPS).
+    Szarfman A et al. Drug Saf 2002;25:381-392 (EB05 ≥ 2).
+    """
+    if mgps_likelihood not in LIKELIHOODS:
+        raise PipelineError(f"unknown MGPS likelihood {mgps_likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
+    if not 0.0 < float(confidence_level) < 1.0:
+        raise PipelineError(f"confidence level must be in (0, 1), got {confidence_level}")
+    t = thresholds if isinstance(thresholds, Thresholds) else Thresholds.from_mapping(thresholds)
+    df = validate_counts(counts)
+    a = df["a"].to_numpy(np.int64)
+    b = df["n_drug"].to_numpy(np.int64) - a
+    c = df["n_event"].to_numpy(np.int64) - a
+    d = df["n_total"].to_numpy(np.int64) - df["n_drug"].to_numpy(np.int64) - c
+    e_plain = fq.expected(a, b, c, d)
+    e = df["expected"].to_numpy(np.float64) if "expected" in df.columns else e_plain
+
+    out: dict[str, Any] = {"drug": df["drug"], "event": df["event"], "a": a, "b": b, "c": c,
+                           "d": d, "n_total": df["n_total"].to_numpy(np.int64), "expected": e}
+    out["prr"], out["prr_lo"], out["prr_hi"] = fq.prr(a, b, c, d, confidence_level, haldane=haldane)
+    out["chi2"] = fq.chi2_pearson(a, b, c, d)
+    out["chi2_yates"] = fq.chi2_yates(a, b, c, d)
+    out["ror"], out["ror_lo"], out["ror_hi"] = fq.ror(a, b, c, d, confidence_level, haldane=haldane)
+    out["ic"], out["ic025"], out["ic975"] = fq.ic_noren(a, e, confidence_level)
+
+    if mgps_fit is None:
+        fit_input = df if "expected" in df.columns else df[["drug", "event", "a", "n_drug", "n_event", "n_total"]]
+        try:
+            mgps_fit = fit_mgps(fit_input, likelihood=mgps_likelihood)
+        except ValueError as exc:
+            raise PipelineError(f"MGPS: {exc}") from exc
+    if mgps_fit.converged:
+        post = posterior(mgps_fit.theta, a, e)
+    else:
+        nan = np.full(a.shape, np.nan)
+        post = {"ebgm": nan, "eb05": nan, "eb95": nan, "qn": nan}
+    out["ebgm"], out["eb05"], out["eb95"] = post["ebgm"], post["eb05"], post["eb95"]
+    out["fisher_p"], out["fisher_midp"] = fq.fisher_one_sided(a, b, c, d)
+    res = pd.DataFrame(out)
+    for k, v in signal_flags(res, t).items():
+        res[k] = v
+    res["n_drug"] = df["n_drug"].to_numpy(np.int64)
+    res["n_event"] = df["n_event"].to_numpy(np.int64)
+    res["fisher_q"] = fq.bh_qvalues(res["fisher_p"].to_numpy())
+    res["qn"] = post["qn"]
+    if "expected" in df.columns:
+        res["expected_unstratified"] = e_plain
+    return res, mgps_fit

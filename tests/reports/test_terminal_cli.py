@@ -1,0 +1,106 @@
+"""Terminal focus table and the `signals` / `show` commands."""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+import pytest
+
+from tests.reports.conftest import report_dir
+
+
+def _table_lines(text: str) -> list[str]:
+    lines = text.splitlines()
+    start = next(i for i, x in enumerate(lines) if x.startswith("substance"))
+    end = next(i for i in range(start, len(lines)) if not lines[i].strip() or lines[i].startswith(("a = ", "(")))
+    return lines[start:end]
+
+
+def test_focus_table_default_is_every_group_row(built):
+    from pipeline.reports import focus_table_text
+
+    _, _, result = built
+    d = report_dir(result)
+    text = focus_table_text(d)
+    sig = pd.read_parquet(d / "signals.parquet")
+    rows = _table_lines(text)[2:]
+    groups = sig[sig["pt"].isna()]
+    assert len(rows) == int((groups["a"] > 0).sum())
+    zero = int((groups["a"] == 0).sum())
+    assert zero > 0 and f"({zero} substance x PT group row(s) with a = 0 not shown" in text
+    assert len(_table_lines(focus_table_text(d, hide_zero=False))[2:]) == len(groups)
+    assert "SYNTHETIC DATA" in text and result["run_id"] in text and "not causation" in text
+    header = _table_lines(text)[0]
+    for col in ("a", "E", "ROR [95% CI]", "IC025", "EB05", "flags"):
+        assert col in header
+    # aligned: the ROR column ends at the same character offset on every row
+    end = header.index("ROR [95% CI]") + len("ROR [95% CI]")
+    assert all(len(r) >= end and r[end - 1] in "]—" for r in rows)
+    esk = [r for r in rows if r.startswith("esketamine") and " dissociation " in r]
+    g = sig[(sig["substance"] == "esketamine") & (sig["pt_group"] == "dissociation")].iloc[0]
+    assert esk and f" {int(g['a']):,} " in esk[0] and ("ROR" in esk[0].split()[-3:]) == bool(g["signal_ror"])
+
+
+def test_focus_table_filters_and_limit(built):
+    from pipeline.errors import PipelineError
+    from pipeline.reports import focus_table_text
+
+    _, _, result = built
+    d = report_dir(result)
+    t = focus_table_text(d, substance="esketamine", pt_group=["dissociation", "hypertension"])
+    rows = _table_lines(t)[2:]
+    assert len(rows) == 2 and all(r.startswith("esketamine") for r in rows)
+    t = focus_table_text(d, substance="esketamine", pt="dissociation,DEREALISATION")
+    rows = _table_lines(t)[2:]
+    assert [r.split("  ")[0] for r in rows] == ["esketamine"] * 2 and all("PT: " in r for r in rows)
+    t = focus_table_text(d, limit=3)
+    assert len(_table_lines(t)) == 2 + 3 and "(3 of" in t
+    t = focus_table_text(d, substance="arketamine", pt_group="dissociation")  # asked by name: shown with a = 0
+    rows = _table_lines(t)[2:]
+    assert len(rows) == 1 and rows[0].split()[2] == "0"
+    t = focus_table_text(d, substance="esketamine", pt_group="dissociation", top_pts=4)
+    assert len(_table_lines(t)) == 2 + 1 + 4
+    with pytest.raises(PipelineError, match="not in this report"):
+        focus_table_text(d, substance="ketorolac")
+
+
+def _parser():
+    from pipeline.reports import register
+
+    p = argparse.ArgumentParser(prog="pipeline")
+    p.add_argument("--quiet", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+    register(sub)
+    return p
+
+
+def test_cli_signals_then_show(fresh, capsys):
+    root, _ = fresh
+    p = _parser()
+    args = p.parse_args(["signals", "--data-dir", str(root), "--substances", "esketamine,ketamine_family",
+                         "--cutoff-quarter", "2024Q2"])  # with the progress bar
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "signals: report" in out and "data through 2024Q2" in out and "esketamine" in out
+    args = p.parse_args(["--quiet", "signals", "--data-dir", str(root), "--substances", "esketamine,ketamine_family",
+                         "--cutoff-quarter", "2024Q2"])
+    assert args.func(args) == 0
+    assert "unchanged" in capsys.readouterr().out
+    args = p.parse_args(["show", "--data-dir", str(root), "--substance", "esketamine", "--pt-group", "dissociation"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    rows = _table_lines(out)[2:]
+    assert len(rows) == 1 and rows[0].startswith("esketamine") and "dissociation" in rows[0]
+
+
+def test_cli_show_without_report_is_one_line_error(tmp_path):
+    from pipeline.errors import PipelineError
+
+    p = _parser()
+    args = p.parse_args(["show", "--data-dir", str(tmp_path)])
+    with pytest.raises(PipelineError, match="no report"):
+        args.func(args)
+    args = p.parse_args(["signals", "--data-dir", str(tmp_path)])
+    with pytest.raises(PipelineError, match="pipeline curate"):
+        args.func(args)
