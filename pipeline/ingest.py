@@ -516,9 +516,11 @@ def ingest_zip(data_dir: DataDir, zip_path: Path, quarter: Quarter, *, progress:
                          f"{parsed.record.data_lines:,}", f"{parsed.record.rows_written:,}",
                          f"{parsed.record.quarantined:,}")
         bar.close()
+        held: dict[str, pa.Table] = {}
         for table in TABLES + (DELETED,):
-            chunks = parts.get(table) or [raw_schema(table).empty_table()]
-            write_parquet(pa.concat_tables(chunks), stage.raw_part(table, quarter),
+            chunks = parts.pop(table, None) or [raw_schema(table).empty_table()]
+            held[table] = pa.concat_tables(chunks)
+            write_parquet(held[table], stage.raw_part(table, quarter),
                           metadata={"quarter": str(quarter), "source_zip": zip_path.name})
         qtab = pa.table({
             "quarter": [str(quarter)] * len(quarantine_rows),
@@ -542,7 +544,13 @@ def ingest_zip(data_dir: DataDir, zip_path: Path, quarter: Quarter, *, progress:
         if validate:
             from pipeline import quality
 
-            result.validation = quality.validate_raw_quarter(stage, quarter)
+            try:  # validates the tables still in memory instead of re-reading the Parquet
+                result.validation = quality.validate_raw_quarter(stage, quarter, tables=held)
+            except quality.ValidationFailed as exc:
+                # the quarter is not published, but the operator gets the full result to read
+                write_json(exc.summary, data_dir.validation / "raw" / f"{quarter}.failed.json")
+                raise
+        del held
         _commit_stage(stage, data_dir, quarter)
     finally:
         bar.close()
@@ -582,6 +590,7 @@ def _commit_stage(stage: DataDir, data_dir: DataDir, quarter: Quarter) -> None:
         if src.exists():
             dst.parent.mkdir(parents=True, exist_ok=True)
             os.replace(src, dst)
+    (data_dir.validation / "raw" / f"{quarter}.failed.json").unlink(missing_ok=True)
     dst = data_dir.ingest_record(quarter)
     dst.parent.mkdir(parents=True, exist_ok=True)
     os.replace(stage.ingest_record(quarter), dst)

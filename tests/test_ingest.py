@@ -316,3 +316,55 @@ def test_typed_copies_null_not_garbage():
     assert out.loc[0, "caseversion_int"] is None or np.isnan(out.loc[0, "caseversion_int"])  # FAERS blank stays null
     assert out["fda_dt_date"].isna().all()  # '2015' is partial, 20150230 is no date
     assert pd.isna(out.loc[1, "event_dt_precision"])  # demo_row leaves event_dt empty
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic mirror (every era): ingest agrees line for line with what the generator wrote
+# ---------------------------------------------------------------------------------------------
+def test_synthetic_mirror_every_era_matches_truth(tmp_path):
+    from pipeline.synthetic import write_mirror
+
+    quarters = [Quarter.parse(q) for q in ("2012Q3", "2012Q4", "2017Q4", "2018Q1", "2019Q1")]
+    mirror = tmp_path / "mirror"
+    write_mirror(mirror, quarters, reports_per_quarter=3000, seed=11, progress=False)
+    truth = json.loads((mirror / "truth.json").read_text())
+    dd = _data_dir(tmp_path)
+    for z in mirror.glob("*.zip"):
+        (dd.landing / z.name).write_bytes(z.read_bytes())
+    results = ingest(dd, progress=False, validate=False)
+    assert len(results) == len(quarters)
+    for q in quarters:
+        rec = _record(dd, str(q))
+        assert rec["reconciled"] and rec["era"] == q.era
+        by_member = {f["member"]: f for f in rec["files"]}
+        quarantine = pq.read_table(dd.quarantine_part(q)).to_pandas()
+        for table, expected in truth["files"][str(q)].items():
+            got = by_member[expected["member"]]
+            assert got["data_lines"] == expected["data_lines"], (q, table)
+            assert got["trailing_dollar"] == expected["trailing_dollar"], (q, table)
+            assert got["encoding_fallback_lines"] == len(expected["encoding_fallback_lines"]), (q, table)
+            lines = sorted(quarantine.loc[quarantine["source_file"] == expected["member"], "line_number"])
+            assert lines == sorted(expected["malformed_lines"]), (q, table)
+
+
+def test_failed_validation_publishes_nothing_and_keeps_the_result(ingested_2024q1):
+    from pipeline.quality import ValidationFailed
+
+    dd = ingested_2024q1
+    write_zip(dd.landing / "faers_ascii_2024q1.zip", minimal_quarter(extra={"ASCII/DRUG24Q1.txt": (
+        HEADERS_B["DRUG"] + "\r\n1001$100$1$XX$SPRAVATO$ESKETAMINE$1$Nasal$$$$U$$$$211243$56$MG$SPRAY$\r\n").encode()}))
+    before = _snapshot(dd)
+    with pytest.raises(ValidationFailed) as exc:
+        ingest(dd, progress=False, validate=True)
+    msg = str(exc.value)
+    assert "\n" not in msg and "DRUG" in msg and "2024Q1" in msg and "role_cod" in msg and "XX" in msg
+    assert _snapshot(dd) == before  # the previously ingested 2024Q1 is still what readers see
+    failed = json.loads((dd.validation / "raw" / "2024Q1.failed.json").read_text())
+    assert failed["success"] is False
+    # a good zip for that quarter publishes and clears the failure record
+    write_zip(dd.landing / "faers_ascii_2024q1.zip", minimal_quarter(extra={"ASCII/README.txt": b"re-release"}))
+    [res] = ingest(dd, progress=False, validate=True)
+    assert not res.skipped and res.validation["success"] and res.validation["critical_failures"] == []
+    assert any("row_count" in w for w in res.validation["warnings"])  # a tiny quarter is only warned about
+    assert not (dd.validation / "raw" / "2024Q1.failed.json").exists()
+    assert (dd.validation / "raw" / "2024Q1.json").exists()

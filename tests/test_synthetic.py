@@ -91,7 +91,7 @@ def read_lines(data: bytes) -> list[bytes]:
     return [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines]
 
 
-def parse_table(data: bytes, table: str, malformed: set[int]) -> list[dict]:
+def parse_table(data: bytes, table: str, malformed: set[int], trailing_dollar: bool = False) -> list[dict]:
     lines = read_lines(data)
     names = [c.strip().lower() for c in lines[0].decode().split("$")]
     names = [ALIASES.get(n, n) for n in names]
@@ -99,6 +99,8 @@ def parse_table(data: bytes, table: str, malformed: set[int]) -> list[dict]:
     for i, raw in enumerate(lines[1:], start=2):
         text = raw.decode("utf-8", errors="replace")
         fields = text.split("$")
+        if trailing_dollar and len(fields) == len(names) + 1 and fields[-1] == "":
+            fields.pop()  # LAERS data rows end in one extra '$'
         if len(fields) != len(names):
             assert i in malformed, f"{table} line {i}: {len(fields)} fields, header {len(names)}"
             continue
@@ -155,7 +157,8 @@ def test_headers_exact_per_era(mirror, truth):
             first = data.split(b"\n", 1)[0] + b"\n"
             bom = data.startswith(b"\xef\xbb\xbf")
             assert bom == files[table]["bom"], (qs, table)
-            assert first[3 if bom else 0:] == exp[table].encode() + b"$" + eol, (qs, table, first)
+            # FDA headers never end in '$' (verified on the verbatim 2012Q4 and 2020Q3 samples)
+            assert first[3 if bom else 0:] == exp[table].encode() + eol, (qs, table, first)
             assert (b"\r\n" in data) == (q != Quarter(2017, 4))
     assert truth["files"]["2012Q4"]["DRUG"]["bom"] is True
 
@@ -172,8 +175,11 @@ def test_field_counts_and_malformed_lines(mirror, truth):
                 continue
             lines = read_lines(z.read(f["member"]))
             assert len(lines) - 1 == f["data_lines"], (qs, table)
-            width = lines[0].count(b"$")
-            bad = {i for i, ln in enumerate(lines[1:], start=2) if ln.count(b"$") != width or not ln.endswith(b"$")}
+            # LAERS data rows end in one extra '$'; FAERS-era rows have exactly the header's fields
+            width = lines[0].count(b"$") + f["trailing_dollar"]
+            assert f["trailing_dollar"] == (Quarter.parse(qs).era == "laers")
+            bad = {i for i, ln in enumerate(lines[1:], start=2)
+                   if ln.count(b"$") != width or (f["trailing_dollar"] and not ln.endswith(b"$"))}
             assert bad == set(f["malformed_lines"]), (qs, table)
             n_malformed += len(bad)
             for i in f["encoding_fallback_lines"]:
@@ -241,7 +247,7 @@ def load(mirror: Path, truth: dict) -> dict:
             if table.startswith("DELETED"):
                 out["DELETED"] += [{"caseid": ln.strip().decode(), "quarter": qs} for ln in read_lines(data)]
                 continue
-            for r in parse_table(data, table, set(f["malformed_lines"])):
+            for r in parse_table(data, table, set(f["malformed_lines"]), f["trailing_dollar"]):
                 r["quarter"] = qs
                 out[table].append(r)
     return out

@@ -4,7 +4,7 @@
 
 * one zip per quarter, named and laid out as FDA's (``faers_ascii_2023q1.zip`` with ``ASCII/DEMO23Q1.txt`` ...
   and ``Deleted/DELETE23Q1.txt``; legacy ``aers_ascii_2011q4.zip`` with ``ascii/DEMO11Q4.TXT`` in the LAERS
-  schema), with the era's exact headers and FDA's quirks (trailing ``$`` on every line, CRLF except 2017Q4,
+  schema), with the era's exact headers and FDA's quirks (trailing ``$`` on LAERS data rows, CRLF except 2017Q4,
   BOMs, cp1252 bytes, ``_new`` DEMO in 2018Q1, lower-case names in 2012Q4, informational STAT/SIZE files,
   a few malformed lines: embedded ``$`` and glued records);
 * ``index.html`` shaped like FDA's quarterly-files page (relative links, mixed ``q``/``Q`` like FDA's);

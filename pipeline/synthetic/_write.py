@@ -99,15 +99,20 @@ class Emitted:
         self.fallback: list[int] = []
 
 
-def _emit(cols: list[pa.Array], term: np.ndarray, eol: bytes, replace: tuple[bytes, bytes] | None = None) -> list:
-    """Join columns with '$', end each row with '$' + its terminator (eol, or '' for a glued row)."""
+def _emit(cols: list[pa.Array], term: np.ndarray, eol: bytes, replace: tuple[bytes, bytes] | None = None,
+          trailing_dollar: bool = False) -> list:
+    """Join columns with '$' and end each row with its terminator (eol, or '' for a glued row).
+
+    FDA's LAERS data rows carry one extra trailing '$'; FAERS-era rows (and every header) do not.
+    """
     n = len(term)
-    terms = pa.array([eol.decode(), ""], pa.string())
+    lead = "$" if trailing_dollar else ""
+    terms = pa.array([lead + eol.decode(), lead], pa.string())
     out = []
     for a in range(0, n, CHUNK):
         b = min(n, a + CHUNK)
-        args = [c.slice(a, b - a) for c in cols] + [terms.take(pa.array(term[a:b].astype(np.int64)))]
-        joined = pc.binary_join_element_wise(*args, "$")
+        fields = pc.binary_join_element_wise(*[c.slice(a, b - a) for c in cols], "$")
+        joined = pc.binary_join_element_wise(fields, terms.take(pa.array(term[a:b].astype(np.int64))), "")
         bufs = joined.buffers()
         offs = np.frombuffer(bufs[1], dtype=np.int32, count=len(joined) + 1, offset=joined.offset * 4)
         data = memoryview(bufs[2])[int(offs[0]):int(offs[-1])]
@@ -435,10 +440,10 @@ class QuarterWriter:
         term = np.zeros(n, np.int8)
         term[glued] = 1
         e = Emitted()
-        header = self.headers[table].encode() + b"$" + self.eol
+        header = self.headers[table].encode() + self.eol
         if cat.has_bom(self.q, table):
             header = BOM + header
-        e.chunks = [header] + _emit(cols, term, self.eol, replace)
+        e.chunks = [header] + _emit(cols, term, self.eol, replace, trailing_dollar=self.laers)
         lines = _lines(n, glued)
         e.data_lines = n - len(glued)
         mal = list(lines[glued]) + (list(lines[bad]) if bad is not None else [])
@@ -524,7 +529,7 @@ class QuarterWriter:
             info[table] = {"member": member, "data_lines": e.data_lines, "malformed_lines": e.malformed,
                            "encoding_fallback_lines": e.fallback, "header": True,
                            "bom": cat.has_bom(q, table), "line_ending": "LF" if self.eol == b"\n" else "CRLF",
-                           "trailing_dollar": True}
+                           "trailing_dollar": self.laers}
             e.chunks = []
         doc = "ASC_NTS.DOC" if q.era == "laers" else "ASC_NTS.pdf"
         send(f"{folder}/{doc}", [placeholder_pdf(f"ASC_NTS {q}")])
