@@ -30,8 +30,38 @@ QUARTER = "2024Q1"
 
 def _phase(kind: str, workdir: Path) -> None:
     """Child process body: run one phase and print its seconds."""
+    import_s = 0.0
+    if kind == "validate":  # the one-off GX import, timed apart from the validation itself
+        t0 = time.perf_counter()
+        import great_expectations  # noqa: F401
+
+        import pipeline.quality  # noqa: F401
+
+        import_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    if kind == "bare":
+    if kind == "floor":
+        # the least any zip -> Parquet ingest does: decompress, bare parse, write (no checks, no typing)
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+        import pyarrow.parquet as pq
+
+        rows = 0
+        [zp] = list((workdir / "ingest" / "landing").glob("*.zip"))
+        with zipfile.ZipFile(zp) as zf:
+            for info in zf.infolist():
+                if not info.filename.lower().endswith(".txt") or "delet" in info.filename.lower():
+                    continue
+                data = zf.read(info.filename)
+                head, _, body = data.partition(b"\n")
+                names = head.decode().rstrip("\r$").split("$")
+                t = pacsv.read_csv(pa.py_buffer(body), read_options=pacsv.ReadOptions(column_names=names),
+                                   parse_options=pacsv.ParseOptions(delimiter="$", quote_char=False,
+                                                                    invalid_row_handler=lambda r: "skip"),
+                                   convert_options=pacsv.ConvertOptions(
+                                       column_types={n: pa.string() for n in names}, check_utf8=False))
+                pq.write_table(t, workdir / f"floor-{Path(info.filename).stem}.parquet", compression="zstd")
+                rows += t.num_rows
+    elif kind == "bare":
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
@@ -41,7 +71,7 @@ def _phase(kind: str, workdir: Path) -> None:
                 continue
             with open(p, "rb") as fh:
                 header = fh.readline().decode().rstrip("\r\n").split("$")
-            names = header + ["__x"] if header[-1] else header
+            names = header if header[-1] else header[:-1]
             t = pacsv.read_csv(p, read_options=pacsv.ReadOptions(column_names=names, skip_rows=1),
                                parse_options=pacsv.ParseOptions(delimiter="$", quote_char=False,
                                                                 invalid_row_handler=lambda r: "skip"),
@@ -57,7 +87,7 @@ def _phase(kind: str, workdir: Path) -> None:
         [res] = ingest(dd, [Quarter.parse(QUARTER)], force=True, progress=False, validate=(kind == "validate"))
         rows = sum(res.rows.values())
     seconds = time.perf_counter() - t0
-    print(json.dumps({"seconds": seconds, "rows": rows,
+    print(json.dumps({"seconds": seconds, "import_s": import_s, "rows": rows,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
@@ -89,21 +119,30 @@ def main(argv: list[str]) -> dict:
             (work / kind / "landing").mkdir(parents=True)
             os.link(zip_path, work / kind / "landing" / zip_path.name)
         bare = min((_run_child("bare", work) for _ in range(2)), key=lambda r: r["seconds"])
+        floor = min((_run_child("floor", work) for _ in range(2)), key=lambda r: r["seconds"])
         ing = min((_run_child("ingest", work) for _ in range(2)), key=lambda r: r["seconds"])
         val = _run_child("validate", work)
     ratio = ing["seconds"] / bare["seconds"]
     overhead = (val["seconds"] - ing["seconds"]) / ing["seconds"]
+    overhead_cold = (val["seconds"] + val.get("import_s", 0.0) - ing["seconds"]) / ing["seconds"]
     print(f"synthetic quarter: {REPORTS:,} reports, {text_bytes / 1e6:.0f} MB of text, "
           f"zip {zip_bytes / 1e6:.0f} MB, generated in {gen_s:.1f}s")
     print(f"bare pyarrow read: {bare['seconds']:.2f}s ({bare['rows']:,} rows, peak {bare['peak_rss_mb']:.0f} MB)")
+    print(f"floor (unzip + bare read + zstd Parquet, no checks, sequential): {floor['seconds']:.2f}s")
     print(f"ingest:            {ing['seconds']:.2f}s  = {ratio:.2f}x bare (target <= 3x), "
+          f"{ing['seconds'] / floor['seconds']:.2f}x the floor, "
           f"peak {ing['peak_rss_mb']:.0f} MB (target < 4096)")
     print(f"ingest + validate: {val['seconds']:.2f}s  (+{overhead * 100:.0f}% for GX validation; target < 20%), "
           f"peak {val['peak_rss_mb']:.0f} MB")
+    print(f"   + one-off GX import {val.get('import_s', 0):.2f}s per process -> +{overhead_cold * 100:.0f}% "
+          f"for a process that ingests a single quarter")
     return {"validate_error": val.get("error"), "reports": REPORTS, "text_mb": round(text_bytes / 1e6), "generate_s": round(gen_s, 2),
-            "bare_read_s": round(bare["seconds"], 2), "ingest_s": round(ing["seconds"], 2),
+            "bare_read_s": round(bare["seconds"], 2), "floor_s": round(floor["seconds"], 2),
+            "ingest_over_floor": round(ing["seconds"] / floor["seconds"], 2), "ingest_s": round(ing["seconds"], 2),
             "ingest_over_bare": round(ratio, 2), "ingest_peak_rss_mb": round(ing["peak_rss_mb"]),
             "ingest_validate_s": round(val["seconds"], 2), "validation_overhead_pct": round(overhead * 100, 1),
+            "gx_import_s": round(val.get("import_s", 0.0), 2),
+            "validation_overhead_with_import_pct": round(overhead_cold * 100, 1),
             "validate_peak_rss_mb": round(val["peak_rss_mb"])}
 
 

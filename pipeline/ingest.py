@@ -197,10 +197,223 @@ class ParsedFile:
 
 
 def parse_delimited(data: bytes, table: str, member: str) -> ParsedFile:
-    """Parse one FDA table file (bytes) into text columns, quarantining malformed lines."""
-    record = FileRecord(table=table, member=member)
+    """Parse one FDA table file (bytes) into text columns, quarantining malformed lines.
+
+    Two implementations of the same rules: a fast one for the usual file (valid ASCII, no blank
+    lines, few bad lines), where Arrow's parser checks the field counts and hands over only the
+    bad rows, and an exact line-by-line one (numpy) for everything else. Tests run both.
+    """
     if data.startswith(BOM):
         data = data[len(BOM):]
+    return _parse_fast(data, table, member) or _parse_exact(data, table, member)
+
+
+def _read_header(data: bytes, table: str, member: str) -> tuple[list[str], list[str], bool, int]:
+    """(canonical names, raw tokens, header ends in '$', offset of the first data line)."""
+    end = data.find(b"\n")
+    first = data[: end if end >= 0 else len(data)].rstrip(b"\r")
+    if not first.strip():
+        raise IngestError(f"{member}: empty file (no header line)")
+    tokens = first.decode("utf-8", errors="replace").split("$")
+    header_trailing = len(tokens) > 1 and tokens[-1].strip() == ""
+    if header_trailing:
+        tokens = tokens[:-1]
+    names = _normalise_header(tokens, table)
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise IngestError(f"{member}: wrong header: duplicated column(s) {', '.join(dup)}")
+    missing_required = [c for c in REQUIRED_COLUMNS[table] if c not in names]
+    if missing_required:
+        raise IngestError(f"{member}: wrong header: missing column(s) {', '.join(missing_required)} "
+                          f"(found: {'$'.join(tokens)[:200]})")
+    return names, tokens, header_trailing, (end + 1 if end >= 0 else len(data))
+
+
+_STYLE_SAMPLE = 1000  # data lines that decide a file's trailing-'$' style (both parsers use the same ones)
+
+
+def _trailing_style(header_trailing: bool, delims: np.ndarray, ends_dollar: np.ndarray, n_cols: int) -> bool:
+    """Does the file end data rows with an extra '$' (LAERS)? FAERS-era files do not.
+
+    Decided by which of the two acceptable shapes is more common among the first data lines, so a
+    single embedded '$' in a file without the convention is never taken for it.
+    """
+    plus_one = np.count_nonzero(ends_dollar & (delims == n_cols))
+    exact = np.count_nonzero(delims == n_cols - 1)
+    return bool(header_trailing or plus_one > exact)
+
+
+_FAST_MAX_BAD = 200  # beyond this many bad rows, locating each by search costs more than the exact path
+
+
+def _parse_fast(data: bytes, table: str, member: str) -> ParsedFile | None:
+    """Arrow-checked parse; ``None`` when the file needs the exact path."""
+    names, _, header_trailing, body_at = _read_header(data, table, member)
+    if b"\n\n" in data or b"\n\r\n" in data or data[body_at:body_at + 1] in (b"\n", b"\r"):
+        return None  # blank lines: the exact path counts them apart
+    data, originals = _transcode_invalid_lines(data, body_at)
+    if data is None:
+        return None
+    body = memoryview(data)[body_at:]
+    n_cols = len(names)
+    chunk = data[body_at:body_at + (1 << 20)]
+    sample = chunk.split(b"\n")
+    if body_at + len(chunk) < len(data):
+        sample.pop()  # cut mid-line
+    sample = [ln.rstrip(b"\r") for ln in sample if ln.rstrip(b"\r")][:_STYLE_SAMPLE]
+    trailing = _trailing_style(header_trailing, np.array([ln.count(b"$") for ln in sample], dtype=np.int64),
+                               np.array([ln.endswith(b"$") for ln in sample], dtype=bool), n_cols)
+    parse_names = list(names) + (["__trailing__"] if trailing else [])
+    bad_rows: list[str] = []
+
+    def on_invalid(row) -> str:
+        bad_rows.append(row.text)
+        return "skip" if len(bad_rows) <= _FAST_MAX_BAD else "error"
+
+    try:
+        tbl = pacsv.read_csv(
+            pa.py_buffer(body),
+            read_options=pacsv.ReadOptions(column_names=parse_names, block_size=16 << 20),
+            parse_options=pacsv.ParseOptions(delimiter="$", quote_char=False, escape_char=False,
+                                              newlines_in_values=False, ignore_empty_lines=True,
+                                              invalid_row_handler=on_invalid),
+            convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in parse_names},
+                                                 strings_can_be_null=False, check_utf8=False),
+        ) if len(body) else None
+    except pa.ArrowInvalid:
+        return None
+    data_lines = data.count(b"\n", body_at) + (0 if data.endswith(b"\n") or len(data) == body_at else 1)
+    n_main = tbl.num_rows if tbl is not None else 0
+    if n_main + len(bad_rows) != data_lines:
+        return None  # the two counts disagree: let the exact path decide line by line
+    located = _locate_lines(data, body_at, bad_rows)
+    if located is None:
+        return None
+    lines = np.setdiff1d(np.arange(2, data_lines + 2, dtype=np.int64),
+                         np.array([ln for ln, _ in located], dtype=np.int64), assume_unique=True)
+    record = FileRecord(table=table, member=member, data_lines=data_lines, trailing_dollar=trailing)
+    record.columns_missing = [c for c in TEXT_COLUMNS[table] if c not in names]
+    record.columns_unknown = [n for n in names if n not in TEXT_COLUMNS[table]]
+    quarantine: list[tuple[int, str, int, int, bytes]] = []
+    cols = {n: (tbl.column(n) if tbl is not None else pa.chunked_array([], pa.string())) for n in names}
+    if trailing and n_main:
+        # an Arrow-valid row whose extra last field is not empty holds an embedded '$'
+        extra = pc.not_equal(tbl.column("__trailing__"), "")
+        if pc.any(extra).as_py():
+            idx = np.flatnonzero(extra.to_numpy(zero_copy_only=False))
+            for k in idx:
+                raw = "$".join(tbl.column(n)[int(k)].as_py() for n in parse_names).encode()
+                quarantine.append((int(lines[k]), "too many fields (glued records or an embedded '$')",
+                                   n_cols, n_cols + 1, originals.get(int(lines[k]), raw)))
+            keep = pc.invert(extra)
+            cols = {n: c.filter(keep) for n, c in cols.items()}
+            lines = np.delete(lines, idx)
+    odd_lines, odd_rows = [], []
+    for line_no, text in located:
+        fields = text.split("$")
+        found = len(fields) - int(trailing and text.endswith("$"))
+        if trailing and len(fields) == n_cols:  # a row without the file's trailing '$': complete
+            odd_lines.append(line_no)
+            odd_rows.append(fields)
+            continue
+        reason = ("too many fields (glued records or an embedded '$')" if found > n_cols
+                  else "too few fields (truncated or split record)")
+        quarantine.append((line_no, reason, n_cols, found, originals.get(line_no, text.encode())))
+    quarantine.sort()
+    # like the exact path, count transcoded lines only among those kept
+    record.encoding_fallback_lines = len(set(originals) - {q[0] for q in quarantine})
+    if odd_rows:
+        odd = {n: pa.chunked_array([pa.array([r[i] for r in odd_rows], pa.string())]) for i, n in enumerate(names)}
+        all_lines = np.concatenate((lines, np.array(odd_lines, dtype=np.int64)))
+        order = pa.array(np.argsort(all_lines, kind="stable"))
+        cols = {n: pa.chunked_array(_chunks(cols[n]) + odd[n].chunks, pa.string()).take(order) for n in names}
+        lines = np.sort(all_lines, kind="stable")
+    n_rows = len(lines)
+    empty = _constant_string("", n_rows)
+    out = {c: (cols[c] if c in cols else empty) for c in TEXT_COLUMNS[table]}
+    record.rows_written = n_rows
+    record.quarantined = len(quarantine)
+    return ParsedFile(pa.table(out), lines.astype(np.int64), record, quarantine)
+
+
+def _transcode_invalid_lines(data: bytes, body_at: int, max_high: int = 500_000
+                             ) -> tuple[bytes | None, dict[int, bytes]]:
+    """Re-encode the (rare) data lines that are not valid UTF-8 from cp1252, splicing them in place.
+
+    Returns the new buffer (line count unchanged) and {line number: original bytes}; ``(None, {})``
+    when there are too many non-ASCII bytes to look at one by one.
+    """
+    high = np.flatnonzero(np.frombuffer(data, dtype=np.uint8, offset=body_at) >= 0x80)
+    if len(high) == 0:
+        return data, {}
+    if len(high) > max_high:
+        return None, {}
+    pieces, originals, done, last = [], {}, set(), 0
+    counted_to, line_of_counted = 0, 1  # newlines are counted incrementally: positions only grow
+    for pos in (high + body_at).tolist():
+        start = data.rfind(b"\n", 0, pos) + 1
+        if start in done:
+            continue
+        done.add(start)
+        line_of_counted += data.count(b"\n", counted_to, start)
+        counted_to = start
+        end = data.find(b"\n", pos)
+        end = len(data) if end < 0 else end
+        line = data[start:end]
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            originals[line_of_counted] = line.rstrip(b"\r")
+            pieces += [data[last:start], _decode_fallback(line)]
+            last = end
+    if not originals:
+        return data, {}
+    pieces.append(data[last:])
+    return b"".join(pieces), originals
+
+
+def _locate_lines(data: bytes, body_at: int, texts: list[str]) -> list[tuple[int, str]] | None:
+    """(line number, text) of every whole line equal to one of ``texts``, sorted by line; ``None``
+    when the occurrences do not match the count Arrow reported."""
+    from collections import Counter
+
+    found: list[tuple[int, str]] = []  # (byte offset, text) first, line numbers below
+    for text, count in Counter(texts).items():
+        needle = text.encode("utf-8")
+        hits, pos = [], body_at - 1
+        while True:
+            pos = data.find(needle, pos + 1)
+            if pos < 0:
+                break
+            tail = data[pos + len(needle): pos + len(needle) + 2]
+            if (pos == body_at or data[pos - 1] == 0x0A) and (tail[:1] in (b"\n", b"") or tail == b"\r\n"):
+                hits.append((pos, text))
+        if len(hits) != count:
+            return None
+        found += hits
+    found.sort()
+    out, counted_to, line = [], 0, 1
+    for pos, text in found:
+        line += data.count(b"\n", counted_to, pos)
+        counted_to = pos
+        out.append((line, text))
+    return out
+
+
+def _chunks(col) -> list[pa.Array]:
+    return col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+
+
+def _constant_string(value: str, n: int) -> pa.Array:
+    """A string array of ``n`` copies of ``value`` without building n Python objects."""
+    raw = value.encode()
+    offsets = np.arange(n + 1, dtype=np.int32) * len(raw)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(raw * n))
+
+
+def _parse_exact(data: bytes, table: str, member: str) -> ParsedFile:
+    """Line-by-line parse (numpy over the whole buffer): blank lines, per-line encodings, any number of bad lines."""
+    record = FileRecord(table=table, member=member)
     buf = np.frombuffer(data, dtype=np.uint8)
     nl = np.flatnonzero(buf == 0x0A)
     # line k spans [starts[k], ends[k]) without its '\n'
@@ -241,11 +454,8 @@ def parse_delimited(data: bytes, table: str, member: str) -> ParsedFile:
     blank = length == 0
     ends_dollar = (length > 0) & (buf[np.maximum(e - 1, 0)] == 0x24)
     nonblank = ~blank
-    # The file's style: rows written with a trailing '$' (all real FDA files) or without.
-    # (decided by which of the two acceptable shapes is more common, so that a single embedded '$'
-    # in a file without the convention is never taken for it)
-    trailing = bool(header_trailing or (np.count_nonzero(nonblank & ends_dollar & (delims == n_cols))
-                                        > np.count_nonzero(nonblank & (delims == n_cols - 1))))
+    first = np.flatnonzero(nonblank)[:_STYLE_SAMPLE]
+    trailing = _trailing_style(header_trailing, delims[first], ends_dollar[first], n_cols)
     record.trailing_dollar = trailing
     exact = nonblank & (delims == n_cols - 1)
     plus_one = nonblank & (delims == n_cols) & ends_dollar & trailing
@@ -320,7 +530,7 @@ def parse_delimited(data: bytes, table: str, member: str) -> ParsedFile:
         if tbl.num_rows != len(main_idx):  # a parser disagreement would silently shift line numbers
             raise IngestError(f"{member}: parsed {tbl.num_rows} rows but counted {len(main_idx)} lines")
         for n in names:
-            cols[n] = tbl.column(n).combine_chunks() if tbl.num_rows else pa.array([], pa.string())
+            cols[n] = tbl.column(n)
     else:
         cols = {n: pa.array([], pa.string()) for n in names}
     main_lines = line_no[main_idx]
@@ -332,14 +542,14 @@ def parse_delimited(data: bytes, table: str, member: str) -> ParsedFile:
             fields = raw.decode("utf-8", errors="replace").split("$")
             odd_rows.append(fields[:n_cols])
         odd_cols = {n: pa.array([r[i] for r in odd_rows], pa.string()) for i, n in enumerate(names)}
-        cols = {n: pa.concat_arrays([cols[n], odd_cols[n]]) for n in names}
+        cols = {n: pa.chunked_array([*_chunks(cols[n]), odd_cols[n]], pa.string()) for n in names}
         all_lines = np.concatenate((main_lines, line_no[odd_idx]))
         order = np.argsort(all_lines, kind="stable")
         cols = {n: cols[n].take(pa.array(order)) for n in names}
         main_lines = all_lines[order]
 
     n_rows = len(main_lines)
-    empty = pa.array(np.full(n_rows, "", dtype=object), pa.string()) if n_rows else pa.array([], pa.string())
+    empty = _constant_string("", n_rows)
     out = {c: (cols[c] if c in cols else empty) for c in canonical}
     record.rows_written = n_rows
     record.quarantined = len(quarantine)
@@ -378,21 +588,24 @@ def parse_deleted(data: bytes, member: str) -> ParsedFile:
 # --------------------------------------------------------------------------------------------
 # Typed copies and provenance
 # --------------------------------------------------------------------------------------------
-_INT = r"^\s*\d{1,18}\s*$"
+def _digits(arr, max_len: int | None = None):
+    """True where the text is only ASCII digits (non-empty), optionally at most ``max_len`` long."""
+    ok = pc.ascii_is_decimal(arr)
+    return pc.and_(ok, pc.less_equal(pc.binary_length(arr), max_len)) if max_len else ok
 
 
-def _to_int(arr: pa.Array, *, blank_as: int | None = None, junk_as: int | None = None) -> pa.Array:
-    is_int = pc.match_substring_regex(arr, _INT)
-    vals = pc.cast(pc.if_else(is_int, pc.utf8_trim_whitespace(arr), pa.scalar(None, pa.string())), pa.int64())
+def _to_int(arr, *, blank_as: int | None = None, junk_as: int | None = None):
+    # int64 holds 18 digits safely; FDA ids are 7-12 digits. Padded values (' 12') are not plain numbers.
+    vals = pc.cast(pc.if_else(_digits(arr, 18), arr, pa.scalar(None, pa.string())), pa.int64())
     if blank_as is not None:
-        vals = pc.if_else(pc.equal(pc.utf8_trim_whitespace(arr), ""), pa.scalar(blank_as, pa.int64()), vals)
+        vals = pc.if_else(pc.equal(arr, ""), pa.scalar(blank_as, pa.int64()), vals)
     if junk_as is not None:
         vals = pc.fill_null(vals, junk_as)
     return vals
 
 
-def _to_date(arr: pa.Array) -> pa.Array:
-    full = pc.match_substring_regex(arr, r"^\d{8}$")
+def _to_date(arr):
+    full = pc.and_(_digits(arr), pc.equal(pc.binary_length(arr), 8))
     txt = pc.if_else(full, arr, pa.scalar(None, pa.string()))
     ts = pc.strptime(txt, format="%Y%m%d", unit="s", error_is_null=True)
     # strptime rolls impossible days over (20150230 -> 2015-03-02): keep only exact round trips
@@ -400,15 +613,14 @@ def _to_date(arr: pa.Array) -> pa.Array:
     return pc.cast(pc.if_else(exact, ts, pa.scalar(None, ts.type)), pa.date32())
 
 
-def _precision(arr: pa.Array) -> pa.Array:
-    n = pc.utf8_length(arr)
-    digits = pc.match_substring_regex(arr, r"^\d+$")
+def _precision(arr):
+    n = pc.binary_length(arr)
+    digits = _digits(arr)
     null = pa.scalar(None, pa.string())
-    prec = pc.case_when(
+    return pc.case_when(
         pc.make_struct(pc.and_(digits, pc.equal(n, 8)), pc.and_(digits, pc.equal(n, 6)),
                        pc.and_(digits, pc.equal(n, 4))),
         "day", "month", "year", null)
-    return prec
 
 
 def finish_table(parsed: ParsedFile, table: str, quarter: Quarter, member: str) -> pa.Table:
@@ -418,7 +630,7 @@ def finish_table(parsed: ParsedFile, table: str, quarter: Quarter, member: str) 
     cols = {c: t.column(c) for c in TEXT_COLUMNS[table]}
     laers = quarter.era == "laers"
     for name, (src, typ) in TYPED_COLUMNS[table].items():
-        arr = t.column(src).combine_chunks() if n else pa.array([], pa.string())
+        arr = t.column(src)
         if typ == pa.date32():
             cols[name] = _to_date(arr)
         elif name == "caseversion_int" and laers:
@@ -427,13 +639,13 @@ def finish_table(parsed: ParsedFile, table: str, quarter: Quarter, member: str) 
         else:
             cols[name] = _to_int(arr)
     for src in PRECISION_COLUMNS.get(table, ()):
-        cols[f"{src}_precision"] = _precision(t.column(src).combine_chunks() if n else pa.array([], pa.string()))
-    cols["quarter"] = pa.array(np.full(n, str(quarter), dtype=object), pa.string())
-    cols["era"] = pa.array(np.full(n, quarter.era, dtype=object), pa.string())
-    cols["source_file"] = pa.array(np.full(n, member, dtype=object), pa.string())
+        cols[f"{src}_precision"] = _precision(t.column(src))
+    cols["quarter"] = _constant_string(str(quarter), n)
+    cols["era"] = _constant_string(quarter.era, n)
+    cols["source_file"] = _constant_string(member, n)
     cols["source_line"] = pa.array(parsed.source_lines, pa.int64())
     schema = raw_schema(table)
-    return pa.Table.from_pydict({f.name: cols[f.name] for f in schema}, schema=schema)
+    return pa.Table.from_arrays([cols[f.name] for f in schema], schema=schema)
 
 
 # --------------------------------------------------------------------------------------------
@@ -455,14 +667,18 @@ def _read_member(zip_path: Path, member: str, expected_size: int) -> bytes:
     return data
 
 
-def _parse_member(zip_path: Path, member: str, size: int, table: str, quarter: Quarter):
+def _parse_member(zip_path: Path, member: str, size: int, table: str, quarter: Quarter,
+                  write_to: Path | None = None):
     try:
         data = _read_member(zip_path, member, size)
     except (zipfile.BadZipFile, EOFError, zlib_error()) as exc:
         raise IngestError(f"{zip_path.name}: cannot read {member!r}: {exc}") from None
     parsed = parse_deleted(data, member) if table == DELETED else parse_delimited(data, table, member)
     del data
-    return parsed, finish_table(parsed, table, quarter, member)
+    tbl = finish_table(parsed, table, quarter, member)
+    if write_to is not None:  # in the worker: the write overlaps with parsing the next member
+        write_parquet(tbl, write_to, metadata={"quarter": str(quarter), "source_zip": zip_path.name})
+    return parsed, tbl
 
 
 def zlib_error():
@@ -503,7 +719,8 @@ def ingest_zip(data_dir: DataDir, zip_path: Path, quarter: Quarter, *, progress:
     try:
         workers = min(2, os.cpu_count() or 1)
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [(t, m, pool.submit(_parse_member, zip_path, m, infos[m].file_size, t, quarter))
+            futures = [(t, m, pool.submit(_parse_member, zip_path, m, infos[m].file_size, t, quarter,
+                                          None if t == DELETED else stage.raw_part(t, quarter)))
                        for t, m in jobs]
             for table, member, fut in futures:
                 parsed, tbl = fut.result()
@@ -516,12 +733,10 @@ def ingest_zip(data_dir: DataDir, zip_path: Path, quarter: Quarter, *, progress:
                          f"{parsed.record.data_lines:,}", f"{parsed.record.rows_written:,}",
                          f"{parsed.record.quarantined:,}")
         bar.close()
-        held: dict[str, pa.Table] = {}
-        for table in TABLES + (DELETED,):
-            chunks = parts.pop(table, None) or [raw_schema(table).empty_table()]
-            held[table] = pa.concat_tables(chunks)
-            write_parquet(held[table], stage.raw_part(table, quarter),
-                          metadata={"quarter": str(quarter), "source_zip": zip_path.name})
+        held: dict[str, pa.Table] = {t: parts.pop(t)[0] for t in TABLES}  # one member each, written
+        held[DELETED] = pa.concat_tables(parts.pop(DELETED, None) or [raw_schema(DELETED).empty_table()])
+        write_parquet(held[DELETED], stage.raw_part(DELETED, quarter),
+                      metadata={"quarter": str(quarter), "source_zip": zip_path.name})
         qtab = pa.table({
             "quarter": [str(quarter)] * len(quarantine_rows),
             "table": [r[0] for r in quarantine_rows],

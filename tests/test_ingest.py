@@ -368,3 +368,56 @@ def test_failed_validation_publishes_nothing_and_keeps_the_result(ingested_2024q
     assert any("row_count" in w for w in res.validation["warnings"])  # a tiny quarter is only warned about
     assert not (dd.validation / "raw" / "2024Q1.failed.json").exists()
     assert (dd.validation / "raw" / "2024Q1.json").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# The fast (Arrow-checked) and exact (line-by-line) parsers implement the same rules
+# ---------------------------------------------------------------------------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from pipeline.ingest import _parse_exact, _parse_fast  # noqa: E402
+
+_FIELD = st.text(alphabet="abcXYZ 09.-'#\"~é", max_size=6)  # '~' becomes a cp1252 byte (invalid UTF-8)
+_LINE_KIND = st.sampled_from(["ok", "ok", "ok", "ok", "glued", "embedded", "short", "no_trailing", "trailing_junk"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(st.tuples(st.lists(_FIELD, min_size=4, max_size=4), _LINE_KIND), min_size=0, max_size=40),
+       trailing=st.booleans(), crlf=st.booleans(), final_newline=st.booleans())
+def test_fast_and_exact_parsers_agree(rows, trailing, crlf, final_newline):
+    header = "primaryid$caseid$pt$drug_rec_act"
+    eol = "\r\n" if crlf else "\n"
+    end = "$" if trailing else ""
+    lines = [header]
+    for fields, kind in rows:
+        line = "$".join(fields)
+        if kind == "glued":
+            line = line + end + "$".join(fields)
+        elif kind == "embedded":
+            line = "$".join(fields[:2] + ["A$B"] + fields[3:])
+        elif kind == "short":
+            line = "$".join(fields[:2])
+        elif kind == "trailing_junk":
+            line = line + "$JUNK"
+        if kind != "no_trailing":
+            line += end
+        lines.append(line)
+    data = (eol.join(lines) + (eol if final_newline else "")).encode().replace(b"~", b"\xd3")
+    fast = _parse_fast(data, "REAC", "REAC24Q1.txt")
+    exact = _parse_exact(data, "REAC", "REAC24Q1.txt")
+    if fast is None:  # the fast path may decline (e.g. many bad rows); never disagree
+        return
+    assert fast.table.equals(exact.table)
+    assert fast.source_lines.tolist() == exact.source_lines.tolist()
+    assert [q[:4] for q in fast.quarantine] == [q[:4] for q in exact.quarantine]
+    assert [q[4] for q in fast.quarantine] == [q[4] for q in exact.quarantine]
+    for attr in ("data_lines", "rows_written", "quarantined", "trailing_dollar", "encoding_fallback_lines"):
+        assert getattr(fast.record, attr) == getattr(exact.record, attr), attr
+
+
+def test_fast_path_is_taken_on_clean_ascii_and_declines_otherwise():
+    clean = ("\n".join([HEADERS_B["REAC"], "1$2$Nausea$", "3$4$Dissociation$"]) + "\n").encode()
+    assert _parse_fast(clean, "REAC", "r") is not None
+    assert _parse_fast(clean.replace(b"Nausea", b"N\xe1usea"), "REAC", "r").record.encoding_fallback_lines == 1
+    assert _parse_fast(clean + b"\n", "REAC", "r") is None  # blank line
