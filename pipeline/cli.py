@@ -65,6 +65,10 @@ def cmd_ingest(args) -> int:
     done = [r for r in results if not r.skipped]
     print(f"ingested {len(done)} quarter(s), {len(results) - len(done)} unchanged"
           + "".join(f"\n  {r.summary_line()}" for r in done))
+    warnings = sum(len((r.validation or {}).get("warnings") or []) for r in done)
+    if warnings:
+        print(f"validation: {warnings} warning(s), no critical failure (details in "
+              f"{_data_dir(args).validation / 'raw'}/*.json)")
     return 0
 
 
@@ -101,6 +105,11 @@ def _print_run(result: dict) -> None:
         return
     print(f"run: {n} quarter(s) fetched/ingested, curated, report in {result['signals'].get('report_dir')} "
           f"({result['seconds']}s)")
+    warnings = sum(len((q.get("validation") or {}).get("warnings") or []) for q in result["quarters"])
+    warnings += len(((result.get("curate") or {}).get("validation") or {}).get("warnings") or [])
+    if warnings:
+        print(f"validation: {warnings} warning(s), no critical failure (details: DIR/validation/*.json, "
+              f"or rerun with --verbose)")
     report_dir = result["signals"].get("report_dir")
     if report_dir:
         from pipeline.reports import focus_table_text
@@ -140,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Signals of disproportionate reporting are not evidence of causation.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    parser.add_argument("--verbose", action="store_true", help="log each step's counts (INFO)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="command", metavar="command", required=True)
 
@@ -200,8 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # Progress bars and the printed summaries are the CLI's output; step logs are opt-in.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    logging.getLogger("pipeline").setLevel(logging.DEBUG if args.debug else
+                                           logging.INFO if args.verbose else logging.WARNING)
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    if not (args.verbose or args.debug):
+        # validation warnings are written to DIR/validation/ and counted in the command's summary
+        logging.getLogger("pipeline.quality").setLevel(logging.ERROR)
     try:
         return int(args.func(args) or 0)
     except PipelineError as exc:

@@ -33,6 +33,10 @@ def default_data_dir() -> Path:
 class DataDir:
     root: Path
 
+    def __post_init__(self):
+        # absolute, so that paths stay valid whatever the working directory of a worker or library
+        object.__setattr__(self, "root", Path(self.root).absolute())
+
     @classmethod
     def of(cls, root: str | os.PathLike | None) -> "DataDir":
         return cls(Path(root) if root else default_data_dir())

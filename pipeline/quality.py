@@ -261,7 +261,9 @@ class _Gx:
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
-        logging.getLogger("great_expectations").setLevel(logging.WARNING)  # again: importing GX may reset it
+        # again: importing GX may reset it; and GX gives some module loggers their own INFO level
+        for name in ("great_expectations", "great_expectations.data_context.types.base"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
         self.gx = gx
         self.ctx = gx.get_context(mode="ephemeral")
