@@ -1,0 +1,41 @@
+"""The command line: every INTERFACE command exists, is documented, and fails with one line."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+INTERFACE_COMMANDS = ["sample", "fetch", "ingest", "curate", "signals", "run", "demo", "disproportionality", "show"]
+
+
+def _run(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "pipeline", "--quiet", *args], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, "FAERS_FETCH_RETRIES": "0"}, timeout=120)
+
+
+def test_help_lists_every_command_and_readme_documents_it():
+    helptext = _run("--help").stdout
+    readme = (ROOT / "README.md").read_text()
+    for cmd in INTERFACE_COMMANDS:
+        assert re.search(rf"^\s+{cmd}\b", helptext, re.M), cmd
+        assert f"`{cmd}" in readme, f"README does not document {cmd}"
+        sub = _run(cmd, "--help")
+        assert sub.returncode == 0 and sub.stdout.strip(), cmd
+
+
+@pytest.mark.parametrize("args, message", [
+    (["ingest", "--data-dir", "{tmp}/empty"], "error: no FAERS ASCII zips in"),
+    (["ingest", "--quarters", "2024Q9", "--data-dir", "{tmp}"], "error: not a quarter: '2024Q9'"),
+    (["curate", "--config", "{tmp}/missing.toml", "--data-dir", "{tmp}"], "error: "),
+    (["fetch", "--source", "{tmp}/nowhere", "--data-dir", "{tmp}"], "error: source not found"),
+])
+def test_bad_input_one_line_nonzero(tmp_path, args, message):
+    proc = _run(*[a.format(tmp=tmp_path) for a in args])
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), proc.stderr
+    assert "Traceback" not in proc.stderr
