@@ -23,7 +23,6 @@ Rules (``shared/domain/faers_format.md`` §2-7):
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
@@ -40,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from pipeline.atomic import write_json, write_parquet
+from pipeline.atomic import sha256_file, write_json, write_parquet
 from pipeline.errors import IngestError
 from pipeline.layout import DELETED, TABLES, DataDir
 from pipeline.quarters import Quarter
@@ -427,19 +426,7 @@ def _parse_exact(data: bytes, table: str, member: str) -> ParsedFile:
     cr = (ends > starts) & (buf[np.maximum(ends - 1, 0)] == 0x0D)
     ends = ends - cr
 
-    header = data[starts[0]:ends[0]].decode("utf-8", errors="replace")
-    tokens = header.split("$")
-    header_trailing = len(tokens) > 1 and tokens[-1].strip() == ""
-    if header_trailing:
-        tokens = tokens[:-1]
-    names = _normalise_header(tokens, table)
-    if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})
-        raise IngestError(f"{member}: wrong header: duplicated column(s) {', '.join(dup)}")
-    missing_required = [c for c in REQUIRED_COLUMNS[table] if c not in names]
-    if missing_required:
-        raise IngestError(f"{member}: wrong header: missing column(s) {', '.join(missing_required)} "
-                          f"(found: {'$'.join(tokens)[:200]})")
+    names, _, header_trailing, _ = _read_header(data, table, member)
     canonical = TEXT_COLUMNS[table]
     record.columns_missing = [c for c in canonical if c not in names]
     record.columns_unknown = [n for n in names if n not in canonical]
@@ -651,14 +638,6 @@ def finish_table(parsed: ParsedFile, table: str, quarter: Quarter, member: str) 
 # --------------------------------------------------------------------------------------------
 # One quarter
 # --------------------------------------------------------------------------------------------
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _read_member(zip_path: Path, member: str, expected_size: int) -> bytes:
     with zipfile.ZipFile(zip_path) as zf, zf.open(member) as fh:
         data = fh.read(expected_size + 1)

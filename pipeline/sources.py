@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import html.parser
 import json
 import logging
@@ -28,7 +27,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.atomic import write_json
+from pipeline.atomic import sha256_file, write_json
 from pipeline.errors import SourceError
 from pipeline.ingest import ZIP_NAME
 from pipeline.layout import DataDir
@@ -206,14 +205,6 @@ def _verify_zip(path: Path, name: str) -> None:
         raise SourceError(f"{name}: member {bad} fails its CRC check (corrupt download)")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
-
-
 # --------------------------------------------------------------------------------------------
 # Fetch
 # --------------------------------------------------------------------------------------------
@@ -298,7 +289,7 @@ def _unchanged_locally(target: Path, entry: dict | None) -> bool:
 def _entry(remote: RemoteFile, target: Path, **extra) -> dict:
     st = target.stat()
     return {"quarter": str(remote.quarter), "url": remote.url, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "sha256": _sha256(target),
+            "sha256": sha256_file(target),
             "fetched_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **extra}
 
 

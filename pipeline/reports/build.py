@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.atomic import atomic_path, write_json, write_parquet
+from pipeline.atomic import atomic_path, sha256_file, write_json, write_parquet
 from pipeline.errors import PipelineError
 from pipeline.layout import DataDir
 
@@ -97,14 +97,6 @@ FUNNEL_SCHEMA = pa.schema([("step", pa.int64()), ("stage", DICT_STRING), ("name"
 # ------------------------------------------------------------------------------------------------------------
 # small helpers
 # ------------------------------------------------------------------------------------------------------------
-
-def _sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(chunk):
-            h.update(b)
-    return h.hexdigest()
-
 
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
@@ -546,8 +538,8 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
     params["trend_top_pts"] = int(trend_top_pts)
     cur_manifest_path = data_dir.curated / "manifest.json"
     cur_manifest = json.loads(cur_manifest_path.read_text()) if cur_manifest_path.exists() else {}
-    cur_manifest_sha = _sha256_file(cur_manifest_path) if cur_manifest_path.exists() else None
-    curated_shas = {f"{n}.parquet": _sha256_file(data_dir.curated / f"{n}.parquet") for n in CURATED_FILES}
+    cur_manifest_sha = sha256_file(cur_manifest_path) if cur_manifest_path.exists() else None
+    curated_shas = {f"{n}.parquet": sha256_file(data_dir.curated / f"{n}.parquet") for n in CURATED_FILES}
     fingerprint = _fingerprint(cur_manifest_sha or "", curated_shas, config, params)
 
     latest = latest_report_dir(data_dir)
@@ -703,7 +695,7 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
                                   unmapped=unmapped, config=config)
         with atomic_path(staging / "report.html") as tmp:
             tmp.write_text(html_text, encoding="utf-8")
-        manifest["files"] = {p.name: {"sha256": _sha256_file(p), "bytes": p.stat().st_size}
+        manifest["files"] = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                              for p in sorted(staging.iterdir()) if p.is_file() and p.name != "manifest.json"}
         write_json(_jsonable(manifest), staging / "manifest.json")
         bar.update()

@@ -13,31 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.reports.html import fmt as _num  # one display rule for page and terminal
+
 FLAGS = (("signal_prr", "PRR"), ("signal_ror", "ROR"), ("signal_ic", "IC"), ("signal_ebgm", "EB"))
-
-
-def _num(x, kind: str = "num") -> str:
-    if x is None:
-        return "—"
-    v = float(x)
-    if math.isnan(v):
-        return "—"
-    if math.isinf(v):
-        return "∞" if v > 0 else "−∞"
-    if kind == "int":
-        return f"{int(v):,}"
-    a = abs(v)
-    if a == 0:
-        return "0"
-    if a >= 1000:
-        return f"{v:,.0f}"
-    if a >= 100:
-        return f"{v:.0f}"
-    if a >= 10:
-        return f"{v:.1f}"
-    if a >= 0.01:
-        return f"{v:.2f}"
-    return f"{v:.2g}"
 
 
 def _as_set(v) -> set[str] | None:
