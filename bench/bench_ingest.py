@@ -26,12 +26,15 @@ from pathlib import Path
 
 REPORTS = int(os.environ.get("BENCH_INGEST_REPORTS", "450000"))
 QUARTER = "2024Q1"
+REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
 
 
 def _phase(kind: str, workdir: Path) -> None:
     """Child process body: run one phase and print its seconds."""
     import_s = 0.0
-    if kind == "validate":  # the one-off GX import, timed apart from the validation itself
+    if kind == "validate_cold":
+        kind = "validate_cold_run"
+    elif kind == "validate":  # the one-off GX import, timed apart from the validation itself
         t0 = time.perf_counter()
         import great_expectations  # noqa: F401
 
@@ -83,8 +86,9 @@ def _phase(kind: str, workdir: Path) -> None:
         from pipeline.layout import DataDir
         from pipeline.quarters import Quarter
 
-        dd = DataDir(workdir / kind)
-        [res] = ingest(dd, [Quarter.parse(QUARTER)], force=True, progress=False, validate=(kind == "validate"))
+        validate = kind in ("validate", "validate_cold_run")
+        dd = DataDir(workdir / ("validate" if validate else kind))
+        [res] = ingest(dd, [Quarter.parse(QUARTER)], force=True, progress=False, validate=validate)
         rows = sum(res.rows.values())
     seconds = time.perf_counter() - t0
     print(json.dumps({"seconds": seconds, "import_s": import_s, "rows": rows,
@@ -118,10 +122,9 @@ def main(argv: list[str]) -> dict:
         for kind in ("ingest", "validate"):
             (work / kind / "landing").mkdir(parents=True)
             os.link(zip_path, work / kind / "landing" / zip_path.name)
-        bare = min((_run_child("bare", work) for _ in range(2)), key=lambda r: r["seconds"])
-        floor = min((_run_child("floor", work) for _ in range(2)), key=lambda r: r["seconds"])
-        ing = min((_run_child("ingest", work) for _ in range(2)), key=lambda r: r["seconds"])
-        val = _run_child("validate", work)
+        # best of 3 per phase: the 2-core box is shared, and the minimum is the least disturbed run
+        bare, floor, ing, val, cold = (min((_run_child(kind, work) for _ in range(REPEAT)), key=lambda r: r["seconds"])
+                                       for kind in ("bare", "floor", "ingest", "validate", "validate_cold"))
     ratio = ing["seconds"] / bare["seconds"]
     overhead = (val["seconds"] - ing["seconds"]) / ing["seconds"]
     overhead_cold = (val["seconds"] + val.get("import_s", 0.0) - ing["seconds"]) / ing["seconds"]
@@ -134,8 +137,9 @@ def main(argv: list[str]) -> dict:
           f"peak {ing['peak_rss_mb']:.0f} MB (target < 4096)")
     print(f"ingest + validate: {val['seconds']:.2f}s  (+{overhead * 100:.0f}% for GX validation; target < 20%), "
           f"peak {val['peak_rss_mb']:.0f} MB")
-    print(f"   + one-off GX import {val.get('import_s', 0):.2f}s per process -> +{overhead_cold * 100:.0f}% "
-          f"for a process that ingests a single quarter")
+    print(f"   GX import alone {val.get('import_s', 0):.2f}s per process; a fresh process that ingests and "
+          f"validates one quarter (import overlapped with parsing): {cold['seconds']:.2f}s = "
+          f"+{(cold['seconds'] - ing['seconds']) / ing['seconds'] * 100:.0f}% over ingest")
     return {"validate_error": val.get("error"), "reports": REPORTS, "text_mb": round(text_bytes / 1e6), "generate_s": round(gen_s, 2),
             "bare_read_s": round(bare["seconds"], 2), "floor_s": round(floor["seconds"], 2),
             "ingest_over_floor": round(ing["seconds"] / floor["seconds"], 2), "ingest_s": round(ing["seconds"], 2),
@@ -143,6 +147,8 @@ def main(argv: list[str]) -> dict:
             "ingest_validate_s": round(val["seconds"], 2), "validation_overhead_pct": round(overhead * 100, 1),
             "gx_import_s": round(val.get("import_s", 0.0), 2),
             "validation_overhead_with_import_pct": round(overhead_cold * 100, 1),
+            "ingest_validate_fresh_process_s": round(cold["seconds"], 2),
+            "fresh_process_overhead_pct": round((cold["seconds"] - ing["seconds"]) / ing["seconds"] * 100, 1),
             "validate_peak_rss_mb": round(val["peak_rss_mb"])}
 
 

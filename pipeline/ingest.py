@@ -688,6 +688,8 @@ def ingest_zip(data_dir: DataDir, zip_path: Path, quarter: Quarter, *, progress:
     jobs = [(t, m) for t, m in tables.items()] + [(DELETED, m) for m in deleted]
     jobs.sort(key=lambda j: -infos[j[1]].file_size)  # biggest first balances the two workers
 
+    if validate:  # GX's import (~2 s of Python) overlaps with parsing, which mostly runs without the GIL
+        _warm_quality_import()
     staging = data_dir.root / ".staging" / str(quarter)
     shutil.rmtree(staging, ignore_errors=True)
     stage = DataDir(staging)
@@ -736,6 +738,8 @@ def ingest_zip(data_dir: DataDir, zip_path: Path, quarter: Quarter, *, progress:
             raise IngestError(f"{quarter} {f.member}: {f.data_lines} data lines but {f.rows_written} rows "
                               f"+ {f.quarantined} quarantined")
         if validate:
+            if _WARMING is not None:
+                _WARMING.join()
             from pipeline import quality
 
             try:  # validates the tables still in memory instead of re-reading the Parquet
@@ -755,6 +759,24 @@ def ingest_zip(data_dir: DataDir, zip_path: Path, quarter: Quarter, *, progress:
             pass
     result.seconds = time.perf_counter() - t0
     return result
+
+
+_WARMING: "threading.Thread | None" = None
+
+
+def _warm_quality_import() -> None:
+    global _WARMING
+    import sys
+    import threading
+
+    if _WARMING is None and "great_expectations" not in sys.modules:
+        _WARMING = threading.Thread(target=_import_quality, name="gx-import", daemon=True)
+        _WARMING.start()
+
+
+def _import_quality() -> None:
+    from pipeline.quality import _Gx  # noqa: F401  (imports great_expectations)
+    import great_expectations  # noqa: F401
 
 
 def _ingest_record(result: QuarterResult, zip_path: Path, sha: str) -> dict:
