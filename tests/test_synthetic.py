@@ -445,3 +445,87 @@ def test_rewrite_replaces_previous_synthetic_mirror(tmp_path):
     truth = json.loads((tmp_path / "truth.json").read_text())
     assert sorted(p.name for p in tmp_path.glob("*.zip")) == sorted(truth["zips"].values())
     assert truth["quarters"] == ["2020Q2", "2020Q3"]
+
+
+# --------------------------------------------------------------------------------------------
+# background drug-event association (what the MGPS prior models)
+# --------------------------------------------------------------------------------------------
+def _report_level_counts(model):
+    """Report-level ingredient (PS/SS) x PT counts over every content with a PT: (counts frame, dense N, E)."""
+    import numpy as np
+    import pandas as pd
+
+    ing = model.products.ingredient[model.drug["prod"]]
+    dc = model.drug["content"]
+    has_pt = model.pt_cnt > 0
+    keep = (model.drug["role"] <= 1) & has_pt[dc]
+    dpairs = pd.DataFrame({"c": dc[keep], "drug": ing[keep]}).drop_duplicates()
+    ppairs = pd.DataFrame({"c": model.pt["content"], "event": model.pt["pt"]}).drop_duplicates()
+    n_total = int(has_pt.sum())
+    counts = dpairs.merge(ppairs, on="c").groupby(["drug", "event"]).size().rename("a").reset_index()
+    n_drug = dpairs.groupby("drug").size().rename("n_drug")
+    n_event = ppairs.groupby("event").size().rename("n_event")
+    counts = counts.join(n_drug, on="drug").join(n_event, on="event")
+    counts["n_total"] = n_total
+    nd = np.zeros(len(model.products.ingredient_names))
+    nd[n_drug.index.to_numpy()] = n_drug.to_numpy()
+    ne = np.zeros(len(model.pts.names))
+    ne[n_event.index.to_numpy()] = n_event.to_numpy()
+    dense = np.zeros((len(nd), len(ne)))
+    dense[counts["drug"].to_numpy(), counts["event"].to_numpy()] = counts["a"].to_numpy()
+    return counts, dense, np.outer(nd, ne) / n_total
+
+
+def _dispersion(dense, expected):
+    """Mean of (N - E)^2 / E over every ingredient x PT cell (zeros included) with E > 1: about 1 (a little
+    less: fixed margins) when drugs and events are independent, clearly more with drug-event association."""
+    sel = expected > 1
+    return float((((dense - expected) ** 2)[sel] / expected[sel]).mean()), int(sel.sum())
+
+
+def test_background_association_is_overdispersed_and_mgps_converges(monkeypatch):
+    """Real FAERS has strong drug-event associations (the heavy-tailed relative reporting ratios the DuMouchel
+    prior models); the synthetic background has them too, so the MGPS prior fit converges consistently with the
+    default likelihood and no boundary warning, and a background without them (multipliers = 1) is Poisson-like."""
+    from pipeline.synthetic import _catalog as cat
+    from pipeline.synthetic._model import Model
+    from pipeline.stats.mgps import fit_mgps
+
+    quarters = parse_range("2023Q1:2023Q4")
+    model = Model(quarters, 3000, seed=7)
+    counts, dense, expected = _report_level_counts(model)
+    disp, cells = _dispersion(dense, expected)
+    assert cells > 5000
+    # variance of N/E across pairs with E > 1 against the Poisson expectation Var(N/E) = 1/E
+    assert disp > 2.0, f"background not over-dispersed: mean (N-E)^2/E = {disp:.2f} over {cells} cells"
+    fit = fit_mgps(counts, likelihood="openebgm")
+    assert fit.converged, fit.warnings
+    assert not fit.warnings, fit.warnings
+    a1, b1, a2, b2, p = fit.theta
+    assert 0.01 < p < 0.5
+    # a tight component around 1 and a heavy-tailed one (gamma shape < 1: CV > 1) of elevated ratios
+    assert min(a1, a2) < 1 < 5 < max(a1, a2)
+    heavy = (a1, b1) if a1 < a2 else (a2, b2)
+    assert heavy[0] / heavy[1] > 1
+
+    # control: the same generator without association is not over-dispersed
+    monkeypatch.setattr(cat, "BACKGROUND_ASSOCIATION", {**cat.BACKGROUND_ASSOCIATION, "p_elevated": 0.0,
+                                                        "usual": {"shape": 1e12, "rate": 1e12}})
+    flat = Model(quarters, 3000, seed=7)
+    disp0, _ = _dispersion(*_report_level_counts(flat)[1:])
+    assert disp0 < 1.3, disp0
+
+
+def test_background_association_recorded_and_deterministic(truth):
+    from pipeline.synthetic import _catalog as cat
+    from pipeline.synthetic._model import Model
+
+    rec = truth["injected"]["background_association"]
+    for k, v in cat.BACKGROUND_ASSOCIATION.items():
+        assert rec[k] == v
+    a = Model(parse_range("2024Q1"), 200, seed=3)
+    b = Model(parse_range("2024Q1"), 200, seed=3)
+    assert (a._assoc_flat == b._assoc_flat).all() and (a.pt["pt"] == b.pt["pt"]).all()
+    # the multipliers depend on the seed only, not on the quarters asked for
+    c = Model(parse_range("2019Q1:2019Q2"), 100, seed=3)
+    assert (a._assoc_flat == c._assoc_flat).all()

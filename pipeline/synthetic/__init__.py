@@ -19,7 +19,8 @@
   analysis_population, version_9_24_caseid},
   substances{ketamine|esketamine|arketamine|norketamine|ketamine_family: {reports, pairs{PT: a}, pt_groups{g: a}}},
   ketamine_concomitant_only_reports, events{focus PT: reports}, pt_group_totals{g: reports},
-  prr{substance: {group or PT: PRR}}, pt_groups{g: [PTs]}, injected{...}, rules{...}``
+  prr{substance: {group or PT: PRR}}, pt_groups{g: [PTs]}, injected{background_rate, multipliers, cap, note,
+  background_association{...}}, rules{...}``
 
   ``data_lines`` counts physical lines after the header (duplicates and malformed lines included), so ingest
   reconciles as ``data_lines == rows_written + quarantined`` with ``quarantined == len(malformed_lines)``.
@@ -30,6 +31,14 @@ Counting unit: the de-duplicated case. Version rule: per caseid the highest inte
 version collapse; duplicate groups = identical non-blank event_dt, age+unit, sex, country, {(ingredient, role)}
 and {PT}; the member with the latest fda_dt (then highest caseid) is kept. Exposure = PS or SS role.
 Every malformed line is truth-neutral (a duplicate copy, or a row of a superseded version).
+
+Background drug-event association: like real FAERS, each background ingredient has its own characteristic adverse
+events. Background PTs are drawn conditionally on a responsible suspect ingredient from the PT distribution tilted
+by per-(ingredient, PT) multipliers with a heavy-tailed two-gamma mixture distribution
+(``_catalog.BACKGROUND_ASSOCIATION``, recorded in ``truth.json`` under ``injected.background_association``), so the
+background is over-dispersed and the MGPS prior fit has something to estimate. The ketamine-family focus effects are
+injected on top exactly as before.
+
 All of it is SYNTHETIC: no row is FDA data.
 """
 
@@ -159,7 +168,16 @@ def write_mirror(out: Path, quarters: list[Quarter] | None, reports_per_quarter:
         "pt_groups": cat.PT_GROUPS,
         "injected": {"background_rate": cat.FOCUS_BASE, "multipliers": cat.MULTIPLIERS, "cap": cat.FOCUS_CAP,
                      "note": "P(PT in an exposed report) = min(cap, background_rate x multiplier); exposure = "
-                             "substance in PS or SS role"},
+                             "substance in PS or SS role",
+                     "background_association": {
+                         **cat.BACKGROUND_ASSOCIATION,
+                         "note": "background ingredient x background PT reporting-rate multipliers m ~ "
+                                 "p_elevated x Gamma(elevated) + (1 - p_elevated) x Gamma(usual) (shape, rate), "
+                                 "drawn per seed; each background PT of a report is drawn from the PT "
+                                 "distribution tilted by the multipliers of one responsible suspect (PS/SS) "
+                                 "ingredient (the PS row with probability p_responsible_ps, else a random suspect "
+                                 "row); ketamine-family products and reports without a suspect ingredient draw "
+                                 "untilted; focus PT rates are unaffected"}},
         "rules": {"exposure_roles": ["PS", "SS"], "version": "max integer caseversion per caseid (LAERS foll_seq "
                   "blank = 0)", "deleted": "union of all lists incl. AllDeletedCases.txt, applied to all versions",
                   "duplicates": "identical non-blank event_dt, age+age_cod, sex, reporter country, "

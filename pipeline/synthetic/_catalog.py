@@ -132,6 +132,22 @@ MULTIPLIERS = {
 }
 FOCUS_CAP = 0.6
 
+#: Background drug-event association (the heavy-tailed distribution of relative reporting ratios that the MGPS
+#: prior models). Every background ingredient (not the ketamine family) gets a multiplier per background PT drawn
+#: from a two-gamma mixture (shape, rate): with probability ``p_elevated`` from the heavy-tailed "elevated"
+#: component, otherwise from the "usual" component around 1. A report's background PT draws each pick one of the
+#: report's suspect (PS/SS) rows ("responsible" drug; the PS row with probability ``p_responsible_ps``, else a
+#: suspect row at random) and draw from the global PT distribution tilted by that ingredient's multipliers
+#: (P(PT j | ingredient i) = p_j x m_ij / sum_k p_k x m_ik); reports without a suspect background ingredient, and
+#: draws whose responsible row is a ketamine-family product, draw from the untilted distribution. The focus PTs
+#: are not background PTs: their injected rates above are unchanged. The multipliers depend on the seed only.
+BACKGROUND_ASSOCIATION = {
+    "p_elevated": 0.08,
+    "elevated": {"shape": 0.5, "rate": 0.04},
+    "usual": {"shape": 2.5, "rate": 2.5},
+    "p_responsible_ps": 0.6,
+}
+
 INDICATIONS_BG = [("Product used for unknown indication", 30), ("Hypertension", 0), ("Rheumatoid arthritis", 6),
                   ("Type 2 diabetes mellitus", 5), ("Asthma", 4), ("Pain", 5), ("Multiple sclerosis", 3),
                   ("Plasma cell myeloma", 3), ("Chronic lymphocytic leukaemia", 3), ("Psoriasis", 3),

@@ -75,7 +75,52 @@ class Model:
         self.rng = np.random.default_rng([self.seed, 0x5EED])
         self.products = cat.Products()
         self.pts = cat.Pts()
+        self._assoc_flat = self._association()
         self._build()
+
+    def _association(self) -> np.ndarray:
+        """Per-ingredient tilted background PT distributions (``cat.BACKGROUND_ASSOCIATION``), as one flat array
+        of row-offset CDFs: row ``i`` (ingredient id; the last row = untilted) holds ``i + cdf_i``, so one
+        ``searchsorted(flat, row + u)`` samples every draw at once. Depends on the seed only (own stream)."""
+        A = cat.BACKGROUND_ASSOCIATION
+        rng = np.random.default_rng([self.seed, 0xA550C])
+        P, p = self.products, self.pts.bg_weight
+        n_ing, n_pt = len(P.ingredient_names), self.pts.n_bg
+        elevated = rng.random((n_ing, n_pt)) < A["p_elevated"]
+        m = np.where(elevated, rng.gamma(A["elevated"]["shape"], 1 / A["elevated"]["rate"], (n_ing, n_pt)),
+                     rng.gamma(A["usual"]["shape"], 1 / A["usual"]["rate"], (n_ing, n_pt)))
+        m[np.unique(P.ingredient[P.substance >= 0])] = 1.0  # the ketamine family: no background tilt
+        w = np.vstack([m, np.ones((1, n_pt))]) * p
+        cdf = np.cumsum(w, axis=1)
+        cdf /= cdf[:, -1:]
+        cdf[:, -1] = 1.0
+        return (cdf + np.arange(n_ing + 1)[:, None]).ravel()
+
+    def _background_pts(self, base_c: np.ndarray, d_content: np.ndarray, d_prod: np.ndarray,
+                        d_role: np.ndarray) -> np.ndarray:
+        """One background PT per slot (content ``base_c``), drawn conditionally on a responsible suspect drug."""
+        rng, P = self.rng, self.products
+        n_pt = self.pts.n_bg
+        n_rows = len(P.ingredient_names)
+        susp = np.flatnonzero(d_role <= 1)  # drug rows are grouped by content, PS first
+        s_content = d_content[susp]
+        s_ing = np.where(P.substance[d_prod[susp]] >= 0, n_rows, P.ingredient[d_prod[susp]]).astype(np.int64)
+        n_c = int(base_c.max()) + 1 if len(base_c) else 0
+        k = np.bincount(s_content, minlength=n_c)[:n_c] if n_c else np.zeros(0, np.int64)
+        off = _offsets(k)
+        ps_first = np.zeros(n_c, bool)
+        if n_c:
+            first = off[:-1][k > 0]
+            ps_first[k > 0] = d_role[susp[first]] == 0
+        ks = k[base_c]
+        u = rng.random(len(base_c))
+        use_ps = (rng.random(len(base_c)) < cat.BACKGROUND_ASSOCIATION["p_responsible_ps"]) & ps_first[base_c]
+        j = np.where(use_ps, 0, np.floor(u * ks).astype(np.int64))
+        row = np.where(ks > 0, s_ing[np.minimum(off[base_c] + j, max(len(s_ing) - 1, 0))] if len(s_ing) else
+                       n_rows, n_rows)
+        v = rng.random(len(base_c))
+        idx = np.searchsorted(self._assoc_flat, row + v, side="right") - row * n_pt
+        return np.clip(idx, 0, n_pt - 1)
 
     # ----------------------------------------------------------------------------------------
     def _new_contents(self, qi: int, n: int, fda_first: np.ndarray):
@@ -188,11 +233,12 @@ class Model:
         fam = (psub >= 0) & suspect
         expo[d_content[fam], psub[fam]] = True
 
-        # ---- PTs: background Zipf-like, then focus PTs at base rate x multiplier
+        # ---- PTs: background Zipf-like, tilted by a responsible suspect ingredient's multipliers
+        # (cat.BACKGROUND_ASSOCIATION), then focus PTs at base rate x multiplier
         npt = np.minimum(rng.geometric(0.3, n), 25)
         npt[rng.random(n) < 0.005] = 0
         base_c = np.repeat(np.arange(n, dtype=np.int64), npt)
-        base_p = _choice(rng, int(npt.sum()), self.pts.bg_weight)
+        base_p = self._background_pts(base_c, d_content, d_prod, d_role)
         fnames = list(cat.FOCUS_BASE)
         prob = np.tile(np.array([cat.FOCUS_BASE[f] for f in fnames]), (n, 1))
         for s, sname in enumerate(cat.SUBSTANCES):
