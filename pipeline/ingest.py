@@ -28,6 +28,8 @@ import logging
 import os
 import re
 import shutil
+import sys
+import threading
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -761,13 +763,11 @@ def ingest_zip(data_dir: DataDir, zip_path: Path, quarter: Quarter, *, progress:
     return result
 
 
-_WARMING: "threading.Thread | None" = None
+_WARMING: threading.Thread | None = None
 
 
 def _warm_quality_import() -> None:
     global _WARMING
-    import sys
-    import threading
 
     if _WARMING is None and "great_expectations" not in sys.modules:
         _WARMING = threading.Thread(target=_import_quality, name="gx-import", daemon=True)

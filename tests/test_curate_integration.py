@@ -13,8 +13,6 @@ from pipeline.layout import DataDir
 from pipeline.quarters import parse_range
 from pipeline.settings import load_config
 
-pytest.importorskip("pipeline.synthetic")
-pytest.importorskip("pipeline.ingest")
 
 
 @pytest.fixture(scope="module")

@@ -839,7 +839,6 @@ def test_outputs_mgps_hyperparameters(tmp_path, scored):
 # =============================================================================================
 @pytest.fixture(scope="module")
 def ingested_samples(tmp_path_factory):
-    pytest.importorskip("pipeline.ingest")
     from pipeline.ingest import ingest
 
     dd = DataDir(tmp_path_factory.mktemp("samples") / "data")
@@ -871,7 +870,6 @@ def test_real_sample_zips_pass_validation_inside_ingest(ingested_samples):
 def test_real_file_heads_fail_only_on_their_partial_joins(tmp_path):
     """The 2012Q4/2020Q3 samples are the first rows of each file, so most reports lack DRUG/REAC rows: the
     coverage check catches exactly that; everything else on these real rows passes."""
-    pytest.importorskip("pipeline.ingest")
     from pipeline.ingest import ingest
     from tests.support.fda import faers12_zip, faers20_zip
 
@@ -887,7 +885,6 @@ def test_real_file_heads_fail_only_on_their_partial_joins(tmp_path):
 
 
 def test_curate_output_of_real_samples_passes(ingested_samples):
-    pytest.importorskip("pipeline.curate")
     from pipeline.curate import curate
     from pipeline.settings import load_config
 

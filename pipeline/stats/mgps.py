@@ -592,7 +592,6 @@ def eb_quantile(theta, n, e, prob: float, qn=None, rtol: float = 1e-8, maxiter: 
     x1, x2 = np.log(g1 / r1), np.log(g2 / r2)
     lo, hi = np.minimum(x1, x2), np.maximum(x1, x2)
     x = np.where(q >= 0.5, x1, x2)
-    out = np.exp(x)
     act = np.flatnonzero((hi - lo) > rtol)
     for _ in range(maxiter):
         if act.size == 0:

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
@@ -38,10 +37,12 @@ def load_dag(dag_id: str, *, retries: int = 0):
 
 
 def requires(module: str, attr: str | None = None):
-    """Skip while another part of the pipeline is not there yet (switches on by itself when it lands)."""
-    mod = pytest.importorskip(module, reason=f"{module} not written yet: the end-to-end DAG run needs it")
-    if attr and not hasattr(mod, attr):
-        pytest.skip(f"{module}.{attr} not written yet: the end-to-end DAG run needs it")
+    """The pipeline module (and attribute) an end-to-end run needs; a missing one is a failure, not a skip."""
+    import importlib
+
+    mod = importlib.import_module(module)
+    if attr:
+        assert hasattr(mod, attr), f"{module}.{attr} is missing: the end-to-end DAG run needs it"
     return mod
 
 
