@@ -676,3 +676,16 @@ def test_result_does_not_depend_on_ingest_order(tmp_path_factory, seed, perm_see
     raw.write(dd2, order=shuffled, shuffle_rows=rng)
     curate(dd2, load_config(), progress=False)
     assert _snapshot(dd1) == _snapshot(dd2)
+
+
+def test_conflicting_demo_rows_of_one_primaryid_in_one_quarter_keep_one(tmp_path):
+    """faers_format §8.8: FDA's 2012Q4 has 4 primaryids with two conflicting DEMO rows in the same file.
+    Raw validation only warns about a handful; curation must keep exactly one, the same one every run."""
+    raw = Raw()
+    raw.case("2020Q1", 61000001, 1, event_dt="2019", pts=("Nausea",))
+    raw.case("2020Q1", 61000001, 1, event_dt="20190105", pts=("Nausea",))  # same primaryid, other DEMO text
+    dd, _ = run(tmp_path, raw)
+    first = reports(dd)
+    assert list(first) == [61000001]
+    dd2, _ = run(tmp_path / "again", raw)
+    assert reports(dd2)[61000001]["event_dt"] == first[61000001]["event_dt"]
