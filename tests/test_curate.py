@@ -1,7 +1,7 @@
 """Curation rules (issue 3) on hand-made raw Parquet written with the exact raw schemas.
 
 Each test names the rule it covers (docs/dedup-policy.md) and, where relevant, the peer defect of
-../shared/domain/peers.md section 3 it guards against.
+peer FAERS pipelines it guards against (listed with each rule in docs/dedup-policy.md).
 """
 
 from __future__ import annotations
