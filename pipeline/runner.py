@@ -19,18 +19,18 @@ log = logging.getLogger(__name__)
 
 def plan(source: str, data_dir: DataDir, quarters: list[Quarter] | None = None) -> list[str]:
     """Quarters that need work: their zip is new or changed at the source, or landed but not ingested."""
-    from pipeline import ingest, sources
-
-    session = sources._session() if sources._is_http(source) else None
-    todo = []
-    for remote in sources.discover(source, quarters, session=session):
-        landed = data_dir.landing / remote.name
-        if not sources.is_current(remote, data_dir, session=session):
-            todo.append(str(remote.quarter))
-        elif ingest._landing_sha(data_dir, landed) != ingest._recorded_sha(data_dir, remote.quarter):
-            todo.append(str(remote.quarter))
+    todo = [str(r.quarter) for r in _plan(source, data_dir, quarters)]
     log.info("plan: %d quarter(s) to fetch/ingest: %s", len(todo), ", ".join(todo) or "none")
     return todo
+
+
+def _plan(source: str, data_dir: DataDir, quarters: list[Quarter] | None = None):
+    from pipeline import ingest, sources
+
+    session = sources.session_for(source)
+    return [remote for remote in sources.discover(source, quarters, session=session)
+            if not (sources.is_current(remote, data_dir, session=session)
+                    and ingest.is_ingested(data_dir, remote.quarter, data_dir.landing / remote.name))]
 
 
 def fetch_quarter(source: str, data_dir: DataDir, quarter: str, *, progress: bool = False) -> dict:
@@ -101,12 +101,17 @@ def run(source: str, data_dir: DataDir, quarters: list[Quarter] | None = None,
         config_path: str | Path | None = None, *, progress: bool = True) -> dict:
     """fetch -> ingest -> curate -> signals; seconds and no new files when nothing changed."""
     t0 = time.perf_counter()
-    todo = plan(source, data_dir, quarters)
+    from pipeline import sources
+
+    todo = _plan(source, data_dir, quarters)  # one look at the source page for the whole run
+    log.info("plan: %d quarter(s) to fetch/ingest", len(todo))
     steps = {"quarters": []}
-    for q in todo:
-        fetched = fetch_quarter(source, data_dir, q, progress=progress)
-        ingested = ingest_quarter(data_dir, q, progress=progress)
-        steps["quarters"].append({**fetched, **ingested})
+    session = sources.session_for(source)
+    for remote in todo:
+        got = sources.fetch_one(remote, data_dir, session=session, progress=progress)
+        ingested = ingest_quarter(data_dir, str(remote.quarter), progress=progress)
+        steps["quarters"].append({"quarter": str(remote.quarter), "zip": remote.name,
+                                  "downloaded": got is not None, **ingested})
     curated = curate_all(data_dir, config_path, progress=progress)
     steps["curate"] = curated
     if curated.get("changed", True) or latest_report(data_dir) is None:

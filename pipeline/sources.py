@@ -109,6 +109,11 @@ def _session():
     return s
 
 
+def session_for(source: str):
+    """A reusable HTTP session for an http(s) source, ``None`` for local ones."""
+    return _session() if _is_http(source) else None
+
+
 def discover(source: str, quarters: list[Quarter] | None = None, *, session=None,
              retries: int = 3) -> list[RemoteFile]:
     """List the ASCII quarterly zips a source offers (one per quarter, newest link wins)."""
@@ -215,7 +220,7 @@ def fetch(source: str, data_dir: DataDir, quarters: list[Quarter] | None = None,
     ``retries`` defaults to ``$FAERS_FETCH_RETRIES`` or 3 (with exponential backoff from ``backoff`` s).
     """
     retries = _retries(retries)
-    session = _session() if _is_http(source) else None
+    session = session_for(source)
     offered = discover(source, quarters, session=session, retries=retries)
     result = FetchResult(source=source, offered=offered)
     for remote in offered:
@@ -238,7 +243,10 @@ def is_current(remote: RemoteFile, data_dir: DataDir, *, session=None, retries: 
         head = _request(session or _session(), "HEAD", remote.url, retries=_retries(retries),
                         headers={"Accept-Encoding": "identity"})
         return _same_remote(entry, _validators(head))
-    st = Path(remote.url).stat()
+    return _same_local_source(entry, Path(remote.url).stat())
+
+
+def _same_local_source(entry: dict, st: os.stat_result) -> bool:
     return entry.get("source_size") == st.st_size and entry.get("source_mtime_ns") == st.st_mtime_ns
 
 
@@ -297,8 +305,7 @@ def _fetch_local(remote: RemoteFile, data_dir: DataDir, entry: dict | None) -> d
     src = Path(remote.url)
     target = data_dir.landing / remote.name
     st = src.stat()
-    if _unchanged_locally(target, entry) and entry.get("source_size") == st.st_size \
-            and entry.get("source_mtime_ns") == st.st_mtime_ns:
+    if _unchanged_locally(target, entry) and _same_local_source(entry, st):
         return None
     part = target.with_name(target.name + ".part")
     shutil.copyfile(src, part)
