@@ -69,14 +69,20 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_parquet(table: pa.Table, target: str | os.PathLike, *, metadata: dict[str, str] | None = None,
-                  compression: str = "zstd") -> Path:
-    """Write ``table`` to ``target`` atomically (zstd by default), adding key-value metadata."""
+                  compression: str = "zstd", use_dictionary: bool | list[str] = True,
+                  write_statistics: bool | list[str] = True) -> Path:
+    """Write ``table`` to ``target`` atomically (zstd by default), adding key-value metadata.
+
+    ``use_dictionary`` and ``write_statistics`` take a list of column names to limit them to those
+    columns (as :func:`pyarrow.parquet.write_table` does).
+    """
     if metadata:
         merged = dict(table.schema.metadata or {})
         merged.update({k.encode(): str(v).encode() for k, v in metadata.items()})
         table = table.replace_schema_metadata(merged)
     with atomic_path(target) as tmp:
-        pq.write_table(table, tmp, compression=compression)
+        pq.write_table(table, tmp, compression=compression, use_dictionary=use_dictionary,
+                       write_statistics=write_statistics)
     return Path(target)
 
 

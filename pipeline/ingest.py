@@ -26,8 +26,10 @@ import datetime as dt
 import json
 import logging
 import os
+import queue
 import re
 import shutil
+import struct
 import sys
 import threading
 import time
@@ -246,17 +248,22 @@ def _trailing_style(header_trailing: bool, delims: np.ndarray, ends_dollar: np.n
     return bool(header_trailing or plus_one > exact)
 
 
-_FAST_MAX_BAD = 200  # beyond this many bad rows, locating each by search costs more than the exact path
+_FAST_MAX_BAD = 10_000  # beyond this many bad rows (a Python call each), the exact path is quicker
 
 
 def _parse_fast(data: bytes, table: str, member: str) -> ParsedFile | None:
     """Arrow-checked parse; ``None`` when the file needs the exact path."""
     names, header_trailing, body_at = _read_header(data, table, member)
-    if b"\n\n" in data or b"\n\r\n" in data or data[body_at:body_at + 1] in (b"\n", b"\r"):
-        return None  # blank lines: the exact path counts them apart
-    data, originals = _transcode_invalid_lines(data, body_at)
-    if data is None:
-        return None
+    if data[body_at:body_at + 1] in (b"\n", b"\r"):
+        return None  # a blank first line: the exact path counts blank lines apart
+    counts = _count_bytes(data, body_at, high_limit=500_000)
+    if counts.carriage_returns != counts.crlf:
+        return None  # a lone '\r' ends a line for Arrow but not for FDA: the exact path keeps it in the field
+    # Without lone '\r', Arrow's lines are the file's lines, and the only ones it drops silently are
+    # blank: the count check below (rows + bad rows = lines) sends any blank line to the exact path.
+    if counts.high is None:
+        return None  # non-ASCII everywhere: too many lines to look at one by one
+    data, originals = _transcode_invalid_lines(data, counts.high)
     body = memoryview(data)[body_at:]
     n_cols = len(names)
     chunk = data[body_at:body_at + (1 << 20)]
@@ -267,16 +274,18 @@ def _parse_fast(data: bytes, table: str, member: str) -> ParsedFile | None:
     trailing = _trailing_style(header_trailing, np.array([ln.count(b"$") for ln in sample], dtype=np.int64),
                                np.array([ln.endswith(b"$") for ln in sample], dtype=bool), n_cols)
     parse_names = list(names) + (["__trailing__"] if trailing else [])
-    bad_rows: list[str] = []
+    bad_rows: list[tuple[int, str]] = []
 
     def on_invalid(row) -> str:
-        bad_rows.append(row.text)
+        # single-threaded parsing numbers the rows (blank lines excepted: the count check sees those)
+        bad_rows.append((row.number + 1, row.text))  # the body's row 1 is the file's line 2
         return "skip" if len(bad_rows) <= _FAST_MAX_BAD else "error"
 
     try:
         tbl = pacsv.read_csv(
             pa.py_buffer(body),
-            read_options=pacsv.ReadOptions(column_names=parse_names, block_size=16 << 20),
+            # one thread per file (the ingest runs files side by side), which gives the row numbers
+            read_options=pacsv.ReadOptions(column_names=parse_names, block_size=4 << 20, use_threads=False),
             parse_options=pacsv.ParseOptions(delimiter="$", quote_char=False, escape_char=False,
                                               newlines_in_values=False, ignore_empty_lines=True,
                                               invalid_row_handler=on_invalid),
@@ -285,15 +294,12 @@ def _parse_fast(data: bytes, table: str, member: str) -> ParsedFile | None:
         ) if len(body) else None
     except pa.ArrowInvalid:
         return None
-    data_lines = data.count(b"\n", body_at) + (0 if data.endswith(b"\n") or len(data) == body_at else 1)
+    data_lines = counts.newlines + (0 if data.endswith(b"\n") or len(data) == body_at else 1)
     n_main = tbl.num_rows if tbl is not None else 0
     if n_main + len(bad_rows) != data_lines:
         return None  # the two counts disagree: let the exact path decide line by line
-    located = _locate_lines(data, body_at, bad_rows)
-    if located is None:
-        return None
     lines = np.setdiff1d(np.arange(2, data_lines + 2, dtype=np.int64),
-                         np.array([ln for ln, _ in located], dtype=np.int64), assume_unique=True)
+                         np.array([ln for ln, _ in bad_rows], dtype=np.int64), assume_unique=True)
     record = FileRecord(table=table, member=member, data_lines=data_lines, trailing_dollar=trailing)
     record.columns_missing = [c for c in TEXT_COLUMNS[table] if c not in names]
     record.columns_unknown = [n for n in names if n not in TEXT_COLUMNS[table]]
@@ -312,7 +318,7 @@ def _parse_fast(data: bytes, table: str, member: str) -> ParsedFile | None:
             cols = {n: c.filter(keep) for n, c in cols.items()}
             lines = np.delete(lines, idx)
     odd_lines, odd_rows = [], []
-    for line_no, text in located:
+    for line_no, text in bad_rows:
         fields = text.split("$")
         found = len(fields) - int(trailing and text.endswith("$"))
         if trailing and len(fields) == n_cols:  # a row without the file's trailing '$': complete
@@ -339,21 +345,61 @@ def _parse_fast(data: bytes, table: str, member: str) -> ParsedFile | None:
     return ParsedFile(pa.table(out), lines.astype(np.int64), record, quarantine)
 
 
-def _transcode_invalid_lines(data: bytes, body_at: int, max_high: int = 500_000
-                             ) -> tuple[bytes | None, dict[int, bytes]]:
+@dataclass
+class _ByteCounts:
+    newlines: int
+    carriage_returns: int
+    crlf: int
+    high: np.ndarray | None  # positions of bytes >= 0x80, None when over the limit
+
+
+_SCAN_STEP = 1 << 22
+
+
+def _count_bytes(data: bytes, start: int, high_limit: int) -> _ByteCounts:
+    """Count '\n', '\r' and '\r\n' and find the non-ASCII bytes of ``data[start:]`` in one pass.
+
+    numpy over 4 MiB slices into reused scratch arrays: no GIL held for long, and no buffer the size
+    of the file (a fresh one costs more in page faults here than the counting itself).
+    """
+    buf = np.frombuffer(data, dtype=np.uint8)
+    is_nl = np.empty(_SCAN_STEP + 1, dtype=bool)
+    is_cr = np.empty(_SCAN_STEP + 1, dtype=bool)
+    newlines = crs = crlf = n_high = 0
+    high: list[np.ndarray] = []
+    look_for_high = not data.isascii()
+    for at in range(start, len(buf), _SCAN_STEP):
+        piece = buf[at:at + _SCAN_STEP + 1]  # one byte of overlap for the '\r\n' pairs
+        own = min(_SCAN_STEP, len(piece))
+        nl, cr = is_nl[:len(piece)], is_cr[:len(piece)]
+        np.equal(piece, 0x0A, out=nl)
+        np.equal(piece, 0x0D, out=cr)
+        newlines += int(np.count_nonzero(nl[:own]))
+        k = int(np.count_nonzero(cr[:own]))
+        if k:
+            crs += k
+            crlf += int(np.count_nonzero(cr[:own][: len(piece) - 1] & nl[1:own + 1]))
+        if look_for_high and n_high <= high_limit and piece[:own].max() >= 0x80:
+            found = np.flatnonzero(piece[:own] >= 0x80) + at
+            n_high += len(found)
+            high.append(found)
+    if n_high > high_limit:
+        return _ByteCounts(newlines, crs, crlf, None)
+    return _ByteCounts(newlines, crs, crlf, np.concatenate(high) if high else np.empty(0, dtype=np.int64))
+
+
+def _transcode_invalid_lines(data: bytes, high: np.ndarray) -> tuple[bytes, dict[int, bytes]]:
     """Re-encode the (rare) data lines that are not valid UTF-8 from cp1252, splicing them in place.
 
-    Returns the new buffer (line count unchanged) and {line number: original bytes}; ``(None, {})``
-    when there are too many non-ASCII bytes to look at one by one.
+    ``high`` holds the positions of the bytes >= 0x80. Returns the new buffer (line count unchanged)
+    and {line number: original bytes}.
     """
-    high = np.flatnonzero(np.frombuffer(data, dtype=np.uint8, offset=body_at) >= 0x80)
     if len(high) == 0:
         return data, {}
-    if len(high) > max_high:
-        return None, {}
+    view = memoryview(data)  # slices of it are joined without copying them first
     pieces, originals, done, last = [], {}, set(), 0
     counted_to, line_of_counted = 0, 1  # newlines are counted incrementally: positions only grow
-    for pos in (high + body_at).tolist():
+    for pos in high.tolist():
         start = data.rfind(b"\n", 0, pos) + 1
         if start in done:
             continue
@@ -367,40 +413,12 @@ def _transcode_invalid_lines(data: bytes, body_at: int, max_high: int = 500_000
             line.decode("utf-8")
         except UnicodeDecodeError:
             originals[line_of_counted] = line.rstrip(b"\r")
-            pieces += [data[last:start], _decode_fallback(line)]
+            pieces += [view[last:start], _decode_fallback(line)]
             last = end
     if not originals:
         return data, {}
-    pieces.append(data[last:])
+    pieces.append(view[last:])
     return b"".join(pieces), originals
-
-
-def _locate_lines(data: bytes, body_at: int, texts: list[str]) -> list[tuple[int, str]] | None:
-    """(line number, text) of every whole line equal to one of ``texts``, sorted by line; ``None``
-    when the occurrences do not match the count Arrow reported."""
-    from collections import Counter
-
-    found: list[tuple[int, str]] = []  # (byte offset, text) first, line numbers below
-    for text, count in Counter(texts).items():
-        needle = text.encode("utf-8")
-        hits, pos = [], body_at - 1
-        while True:
-            pos = data.find(needle, pos + 1)
-            if pos < 0:
-                break
-            tail = data[pos + len(needle): pos + len(needle) + 2]
-            if (pos == body_at or data[pos - 1] == 0x0A) and (tail[:1] in (b"\n", b"") or tail == b"\r\n"):
-                hits.append((pos, text))
-        if len(hits) != count:
-            return None
-        found += hits
-    found.sort()
-    out, counted_to, line = [], 0, 1
-    for pos, text in found:
-        line += data.count(b"\n", counted_to, pos)
-        counted_to = pos
-        out.append((line, text))
-    return out
 
 
 def _chunks(col) -> list[pa.Array]:
@@ -479,19 +497,15 @@ def _parse_exact(data: bytes, table: str, member: str) -> ParsedFile:
 
     # Majority shape goes through pyarrow straight from the bytes; the (rare) minority shape
     # and transcoded lines are rebuilt in Python.
-    main_shape = plus_one if trailing else exact
-    odd_shape = ok & ~main_shape
-    main_idx = np.flatnonzero(main_shape)
+    # Lines with a '\r' inside (Arrow would end the line there) go the Python way too.
+    main_mask = (plus_one if trailing else exact).copy()
+    cr_pos = np.flatnonzero(buf == 0x0D)
+    if len(cr_pos):
+        main_mask &= np.searchsorted(cr_pos, e) == np.searchsorted(cr_pos, s)
     if fallback:
-        fb = np.fromiter(fallback.keys(), dtype=np.int64)
-        main_mask = main_shape.copy()
-        main_mask[fb] = False
-        odd_mask = odd_shape.copy()
-        odd_mask[fb] = True
-        main_idx = np.flatnonzero(main_mask)
-        odd_idx = np.flatnonzero(odd_mask)
-    else:
-        odd_idx = np.flatnonzero(odd_shape)
+        main_mask[np.fromiter(fallback.keys(), dtype=np.int64)] = False
+    main_idx = np.flatnonzero(main_mask)
+    odd_idx = np.flatnonzero(ok & ~main_mask)
 
     parse_names = list(names) + (["__trailing__"] if trailing else [])
     if len(main_idx) == record.data_lines and record.blank_lines == 0:
@@ -587,7 +601,11 @@ def _digits(arr, max_len: int | None = None):
 
 def _to_int(arr, *, blank_as: int | None = None, junk_as: int | None = None):
     # int64 holds 18 digits safely; FDA ids are 7-12 digits. Padded values (' 12') are not plain numbers.
-    vals = pc.cast(pc.if_else(_digits(arr, 18), arr, pa.scalar(None, pa.string())), pa.int64())
+    plain = _digits(arr, 18)
+    if pc.all(plain).as_py():  # the usual column: cast directly, no masked copy of the text
+        vals = pc.cast(arr, pa.int64())
+    else:
+        vals = pc.cast(pc.if_else(plain, arr, pa.scalar(None, pa.string())), pa.int64())
     if blank_as is not None:
         vals = pc.if_else(pc.equal(arr, ""), pa.scalar(blank_as, pa.int64()), vals)
     if junk_as is not None:
@@ -597,10 +615,12 @@ def _to_int(arr, *, blank_as: int | None = None, junk_as: int | None = None):
 
 def _to_date(arr):
     full = pc.and_(_digits(arr), pc.equal(pc.binary_length(arr), 8))
-    txt = pc.if_else(full, arr, pa.scalar(None, pa.string()))
-    ts = pc.strptime(txt, format="%Y%m%d", unit="s", error_is_null=True)
-    # strptime rolls impossible days over (20150230 -> 2015-03-02): keep only exact round trips
-    exact = pc.equal(pc.strftime(ts, format="%Y%m%d"), txt)
+    ts = pc.strptime(arr, format="%Y%m%d", unit="s", error_is_null=True)
+    # strptime rolls impossible days over (20150230 -> 2015-03-02): keep only dates whose parts
+    # give back the digits (arithmetic, not strftime, which costs ten times more)
+    as_number = pc.cast(pc.if_else(full, arr, pa.scalar(None, pa.string())), pa.int64())
+    parts = pc.add(pc.add(pc.multiply(pc.year(ts), 10000), pc.multiply(pc.month(ts), 100)), pc.day(ts))
+    exact = pc.fill_null(pc.equal(parts, as_number), False)
     return pc.cast(pc.if_else(exact, ts, pa.scalar(None, ts.type)), pa.date32())
 
 
@@ -642,25 +662,90 @@ def finish_table(parsed: ParsedFile, table: str, quarter: Quarter, member: str) 
 # --------------------------------------------------------------------------------------------
 # One quarter
 # --------------------------------------------------------------------------------------------
+_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, (fixed fields), name length, extra length
+
+
+def _raw_member_bytes(zip_path: Path, info: zipfile.ZipInfo) -> bytes:
+    """The compressed bytes of one member, located through its local header (checked like zipfile does)."""
+    with open(zip_path, "rb") as fh:
+        fh.seek(info.header_offset)
+        head = fh.read(_LOCAL_HEADER.size)
+        if len(head) != _LOCAL_HEADER.size:
+            raise zipfile.BadZipFile(f"member {info.filename!r}: truncated local header")
+        signature, name_len, extra_len = _LOCAL_HEADER.unpack(head)
+        if signature != b"PK\x03\x04":
+            raise zipfile.BadZipFile(f"member {info.filename!r}: bad local header signature")
+        name = fh.read(name_len)
+        if name.decode("utf-8" if info.flag_bits & 0x800 else "cp437") != info.orig_filename:
+            raise zipfile.BadZipFile(f"member {info.filename!r}: local header names {name!r}")
+        fh.seek(extra_len, os.SEEK_CUR)
+        raw = fh.read(info.compress_size)
+    if len(raw) != info.compress_size:
+        raise zipfile.BadZipFile(f"member {info.filename!r} is truncated")
+    return raw
+
+
 def _read_member(zip_path: Path, member: str, expected_size: int) -> bytes:
-    with zipfile.ZipFile(zip_path) as zf, zf.open(member) as fh:
-        data = fh.read(expected_size + 1)
+    """The member's bytes, CRC-checked and capped at its declared size.
+
+    Deflated members are inflated in one call from their raw bytes: ``zipfile``'s streaming reader
+    costs twice the CPU here (chunked reads, CRC per chunk, joins) for the same checks.
+    """
+    with zipfile.ZipFile(zip_path) as zf:
+        info = zf.getinfo(member)
+        if info.compress_type != zipfile.ZIP_DEFLATED or info.flag_bits & 0x1:
+            with zf.open(info) as fh:  # stored, other methods, encrypted: zipfile checks and refuses
+                data = fh.read(expected_size + 1)
+        else:
+            raw = _raw_member_bytes(zip_path, info)
+            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+            data = inflater.decompress(raw, expected_size + 1)  # the cap defeats a lying size field
+            del raw
+            if len(data) <= expected_size and not inflater.eof:
+                raise zipfile.BadZipFile(f"member {member!r} ends before its deflate stream does")
+            if len(data) == info.file_size and zlib.crc32(data) != info.CRC:
+                raise zipfile.BadZipFile(f"bad CRC-32 for member {member!r}")
     if len(data) > expected_size:
         raise IngestError(f"{zip_path.name}: member {member!r} is larger than its declared size")
+    if len(data) != info.file_size:
+        raise IngestError(f"{zip_path.name}: member {member!r} is {len(data)} bytes, not the declared {info.file_size}")
     return data
 
 
+_DICTIONARY_SAMPLE = 65_536
+_DICTIONARY_MAX_SHARE = 0.05
+
+
+def write_raw_parquet(table: pa.Table, target: Path, quarter: Quarter, zip_path: Path) -> Path:
+    """Write one raw table: dictionary pages only for repetitive text, statistics only for typed columns.
+
+    A text column gets a dictionary when its first 65,536 values hold at most 5 % distinct ones (codes,
+    PTs, units, provenance); identifiers and free text are written plain, where building a dictionary
+    Arrow then abandons costs time and saves nothing. Min/max statistics on free text cost a third of the
+    write and serve no query (readers filter on the typed ``*_int`` / ``*_date`` copies).
+    """
+    sample = table.slice(0, _DICTIONARY_SAMPLE)
+    text = [f.name for f in table.schema if pa.types.is_string(f.type)]
+    dictionary = [c for c in text if sample.num_rows == 0 or
+                  pc.count_distinct(sample.column(c)).as_py() <= _DICTIONARY_MAX_SHARE * sample.num_rows]
+    typed = [f.name for f in table.schema if not pa.types.is_string(f.type)]
+    return write_parquet(table, target, metadata={"quarter": str(quarter), "source_zip": zip_path.name},
+                         use_dictionary=dictionary, write_statistics=typed + ["quarter"])
+
+
 def _parse_member(zip_path: Path, member: str, size: int, table: str, quarter: Quarter,
-                  write_to: Path | None = None):
+                  write_to: Path | None = None, on_rows=None):
     try:
         data = _read_member(zip_path, member, size)
-    except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
+    except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError, RuntimeError) as exc:
         raise IngestError(f"{zip_path.name}: cannot read {member!r}: {exc}") from None
     parsed = parse_deleted(data, member) if table == DELETED else parse_delimited(data, table, member)
     del data
     tbl = finish_table(parsed, table, quarter, member)
+    if on_rows is not None:  # validation of the rows can start while they are being written
+        on_rows(table, tbl)
     if write_to is not None:  # in the worker: the write overlaps with parsing the next member
-        write_parquet(tbl, write_to, metadata={"quarter": str(quarter), "source_zip": zip_path.name})
+        write_raw_parquet(tbl, write_to, quarter, zip_path)
     return parsed, tbl
 
 
@@ -686,24 +771,42 @@ def ingest_zip(data_dir: DataDir, zip_path: Path, quarter: Quarter, *, progress:
     jobs = [(t, m) for t, m in tables.items()] + [(DELETED, m) for m in deleted]
     jobs.sort(key=lambda j: -infos[j[1]].file_size)  # biggest first balances the two workers
 
-    if validate:  # GX's import (~2 s of Python) overlaps with parsing, which mostly runs without the GIL
-        _warm_quality_import()
+    # slow imports (pandas, which pyarrow.compute loads on first use, ~0.5 s; GX ~2 s) overlap with
+    # inflating and parsing, which mostly run without the GIL
+    _warm_imports(validate)
     staging = data_dir.root / ".staging" / str(quarter)
     shutil.rmtree(staging, ignore_errors=True)
     stage = DataDir(staging)
     total_bytes = sum(infos[m].file_size for _, m in jobs)
     bar = _progress_bar(total_bytes, f"ingest {quarter}", progress)
-    parts: dict[str, list[pa.Table]] = {}
+    parts: dict[str, list[tuple[str, pa.Table]]] = {}  # table -> (member, rows)
     quarantine_rows: list[tuple[str, str, int, str, int, int, bytes]] = []
+    validation = None
     try:
         workers = min(2, os.cpu_count() or 1)
+        # Workers post two events per member: its rows (before the Parquet write) and its end. This thread,
+        # which would otherwise only wait, runs the GX suites on the rows while the workers parse and write.
+        events: queue.SimpleQueue = queue.SimpleQueue()
+        on_rows = (lambda table, tbl: events.put(("rows", table, tbl))) if validate else None
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [(t, m, pool.submit(_parse_member, zip_path, m, infos[m].file_size, t, quarter,
-                                          None if t == DELETED else stage.raw_part(t, quarter)))
-                       for t, m in jobs]
-            for table, member, fut in futures:
-                parsed, tbl = fut.result()
-                parts.setdefault(table, []).append(tbl)
+            futures = {}
+            for t, m in jobs:
+                fut = pool.submit(_parse_member, zip_path, m, infos[m].file_size, t, quarter,
+                                  None if t == DELETED else stage.raw_part(t, quarter),
+                                  None if t == DELETED else on_rows)
+                futures[fut] = (t, m)
+                fut.add_done_callback(lambda f: events.put(("done", f, None)))
+            done = 0
+            while done < len(futures):
+                kind, item, rows = events.get()
+                if kind == "rows":
+                    validation = validation or _start_validation(stage, quarter)
+                    validation.add_rows(item, rows)
+                    continue
+                done += 1
+                table, member = futures[item]
+                parsed, tbl = item.result()
+                parts.setdefault(table, []).append((member, tbl))
                 result.files.append(parsed.record)
                 for line, reason, exp, found, raw in parsed.quarantine:
                     quarantine_rows.append((table, member, line, reason, exp, found, raw))
@@ -711,11 +814,15 @@ def ingest_zip(data_dir: DataDir, zip_path: Path, quarter: Quarter, *, progress:
                 log.info("%s %s: %s data lines, %s rows, %s quarantined", quarter, member,
                          f"{parsed.record.data_lines:,}", f"{parsed.record.rows_written:,}",
                          f"{parsed.record.quarantined:,}")
+                if validate and table != DELETED:
+                    validation.add_file(table)
         bar.close()
-        held: dict[str, pa.Table] = {t: parts.pop(t)[0] for t in TABLES}  # one member each, written
-        held[DELETED] = pa.concat_tables(parts.pop(DELETED, None) or [raw_schema(DELETED).empty_table()])
-        write_parquet(held[DELETED], stage.raw_part(DELETED, quarter),
-                      metadata={"quarter": str(quarter), "source_zip": zip_path.name})
+        held: dict[str, pa.Table] = {t: parts.pop(t)[0][1] for t in TABLES}  # one member each, written
+        deleted_parts = [tbl for _, tbl in sorted(parts.pop(DELETED, []), key=lambda p: p[0])]
+        held[DELETED] = pa.concat_tables(deleted_parts or [raw_schema(DELETED).empty_table()])
+        write_raw_parquet(held[DELETED], stage.raw_part(DELETED, quarter), quarter, zip_path)
+        order = TABLES + (DELETED,)
+        quarantine_rows.sort(key=lambda r: (order.index(r[0]), r[1], r[2]))  # completion order varies
         qtab = pa.table({
             "quarter": [str(quarter)] * len(quarantine_rows),
             "table": [r[0] for r in quarantine_rows],
@@ -736,12 +843,12 @@ def ingest_zip(data_dir: DataDir, zip_path: Path, quarter: Quarter, *, progress:
             raise IngestError(f"{quarter} {f.member}: {f.data_lines} data lines but {f.rows_written} rows "
                               f"+ {f.quarantined} quarantined")
         if validate:
-            if _WARMING is not None:
-                _WARMING.join()
             from pipeline import quality
 
-            try:  # validates the tables still in memory instead of re-reading the Parquet
-                result.validation = quality.validate_raw_quarter(stage, quarter, tables=held)
+            validation = validation or _start_validation(stage, quarter)
+            try:
+                validation.add(DELETED, held[DELETED])  # several lists in one table, written just above
+                result.validation = validation.finish()
             except quality.ValidationFailed as exc:
                 # the quarter is not published, but the operator gets the full result to read
                 write_json(exc.summary, data_dir.validation / "raw" / f"{quarter}.failed.json")
@@ -762,18 +869,28 @@ def ingest_zip(data_dir: DataDir, zip_path: Path, quarter: Quarter, *, progress:
 _WARMING: threading.Thread | None = None
 
 
-def _warm_quality_import() -> None:
+def _start_validation(stage: DataDir, quarter: Quarter):
+    _WARMING.join()
+    from pipeline import quality
+
+    return quality.RawQuarterValidation(stage, quarter)
+
+
+def _warm_imports(validate: bool) -> None:
     global _WARMING
 
-    if _WARMING is None and "great_expectations" not in sys.modules:
-        _WARMING = threading.Thread(target=_import_quality, name="gx-import", daemon=True)
+    if _WARMING is None or (validate and "great_expectations" not in sys.modules and not _WARMING.is_alive()):
+        _WARMING = threading.Thread(target=_import_slow_modules, args=(validate,), name="warm-imports", daemon=True)
         _WARMING.start()
 
 
-def _import_quality() -> None:
-    import great_expectations  # noqa: F401  (the slow part)
+def _import_slow_modules(validate: bool) -> None:
+    import pandas  # noqa: F401
 
-    import pipeline.quality  # noqa: F401
+    if validate:
+        import great_expectations  # noqa: F401  (the slow part)
+
+        import pipeline.quality  # noqa: F401
 
 
 def _ingest_record(result: QuarterResult, zip_path: Path, sha: str) -> dict:

@@ -513,35 +513,36 @@ def _code_columns(suite: dict) -> set[str]:
     return {c for c, types in by_col.items() if types == {"expect_column_values_to_be_in_set"}}
 
 
-def _read_raw(data_dir: DataDir, table: str, quarter: Quarter, columns: list[str],
-              tables: dict | None, code_columns: Iterable[str] = ()) -> tuple[pa.Table, pa.Schema, int | None]:
-    """(the needed columns, the file's schema, the file's row count or None when there is no file).
-
-    Schema and row count always come from the Parquet footer, so the checks are about the file on disk even
-    when the caller hands over the rows it still holds in memory (``tables``).
-    """
+def _file_facts(data_dir: DataDir, table: str, quarter: Quarter) -> tuple[pa.Schema, int | None]:
+    """(the file's schema, its row count), from the Parquet footer; the canonical schema and ``None``
+    when there is no file. The structural checks are about the file on disk, whoever holds the rows."""
     path = data_dir.raw_part(table, quarter)
-    meta = pq.read_metadata(path) if path.exists() else None
-    schema = meta.schema.to_arrow_schema() if meta is not None else raw_schema(table)
-    file_rows = meta.num_rows if meta is not None else None
-    if tables is not None and table in tables:
-        t = tables[table]
-        data = t.select([c for c in columns if c in t.column_names])
-    elif meta is None:
-        data = raw_schema(table).empty_table().select(columns)
-    else:
-        # code-list columns as dictionaries (pandas Categorical): faster to read and to filter inside GX; free
-        # text (lengths) and dates (regex) stay plain strings, which GX handles faster than categoricals
-        wanted = [c for c in columns if c in schema.names]
-        as_dict = [c for c in wanted if c in set(code_columns) and pa.types.is_string(schema.field(c).type)]
-        data = pq.read_table(path, columns=wanted, read_dictionary=as_dict)
-    return data, schema, file_rows
+    if not path.exists():
+        return raw_schema(table), None
+    meta = pq.read_metadata(path)
+    return meta.schema.to_arrow_schema(), meta.num_rows
+
+
+def _read_raw(data_dir: DataDir, table: str, quarter: Quarter, columns: list[str],
+              code_columns: Iterable[str] = ()) -> pa.Table:
+    """The needed columns of one raw table from Parquet (an empty table when there is no file)."""
+    path = data_dir.raw_part(table, quarter)
+    if not path.exists():
+        return raw_schema(table).empty_table().select(columns)
+    schema = pq.read_schema(path)
+    # code-list columns as dictionaries (pandas Categorical): faster to read and to filter inside GX; free
+    # text (lengths) and dates (regex) stay plain strings, which GX handles faster than categoricals
+    wanted = [c for c in columns if c in schema.names]
+    as_dict = [c for c in wanted if c in set(code_columns) and pa.types.is_string(schema.field(c).type)]
+    return pq.read_table(path, columns=wanted, read_dictionary=as_dict)
 
 
 def _to_pandas(t: pa.Table, columns: list[str]):
     import pandas as pd
 
-    df = t.to_pandas()
+    # text stays in Arrow (pd.ArrowDtype): no Python string per value (a third of the validation time
+    # on a real-scale quarter), and GX's null, set and length checks run as Arrow kernels
+    df = t.to_pandas(types_mapper=lambda typ: pd.ArrowDtype(typ) if pa.types.is_string(typ) else None)
     for c in columns:  # a column the file lacks: present but all-null, so the expectation fails, not GX
         if c not in df.columns:
             df[c] = pd.Series([None] * len(df), dtype=object)
@@ -655,106 +656,155 @@ def _ingest_frame(record: dict, era: str, parquet_rows: dict[str, int], quaranti
     return pd.DataFrame(rows, columns=cols)
 
 
-def validate_raw_quarter(data_dir: DataDir, quarter: Quarter | str, *, row_bounds: dict | str | None = None,
-                         rows_per_report: dict | None = None, quarantine_warn: float = 1e-4,
-                         quarantine_critical: float = 1e-3, quarantine_min_lines: int = 10_000,
-                         orphan_critical: float = 1e-3,
-                         coverage_warn: float = 0.99, coverage_critical: float = 0.90,
-                         data_docs: bool | None = None, docs_dir: str | os.PathLike | None = None,
-                         tables: dict[str, pa.Table] | None = None, raise_on_critical: bool = True) -> dict:
+def validate_raw_quarter(data_dir: DataDir, quarter: Quarter | str, *, tables: dict[str, pa.Table] | None = None,
+                         **options) -> dict:
     """Validate one ingested quarter; write ``validation/raw/<quarter>.json``; raise on critical failures.
+
+    ``tables``: the quarter's Arrow tables if the caller still holds them (skips re-reading Parquet).
+    ``options``: the thresholds of :class:`RawQuarterValidation`.
+    """
+    validation = RawQuarterValidation(data_dir, quarter, **options)
+    for table in TABLES + (DELETED,):
+        validation.add(table, (tables or {}).get(table))
+    return validation.finish()
+
+
+class RawQuarterValidation:
+    """The raw checks of one quarter, table by table as tables become ready, then the cross-table ones.
+
+    Ingest hands each table over as soon as it is written, so the GX suites of the first tables run while
+    later ones are still being parsed (GX is Python; parsing mostly runs without the GIL).
 
     ``row_bounds``: ``None`` = hard floor > 0 (RPSR, DELETED may be empty) and a ceiling, with FDA's typical
     range as a warning; ``"fda"`` = FDA's typical range is critical (use on real FDA quarters);
     ``{"DEMO": (min, max), ...}`` = explicit critical bounds. DRUG/REAC rows per DEMO row are always checked
     (``rows_per_report``). ``quarantine_warn``/``quarantine_critical``: quarantined share of a file's data
-    lines (the critical one only for files of at least ``quarantine_min_lines`` lines). ``tables``: the
-    quarter's Arrow tables if the caller still holds them (skips re-reading Parquet).
+    lines (the critical one only for files of at least ``quarantine_min_lines`` lines).
     """
-    data_dir = data_dir if isinstance(data_dir, DataDir) else DataDir.of(data_dir)
-    quarter = quarter if isinstance(quarter, Quarter) else Quarter.parse(str(quarter))
-    era, scope = quarter.era, str(quarter)
-    rows_per_report = {**DEFAULT_ROWS_PER_REPORT, **(rows_per_report or {})}
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    checks: list[Check] = []
 
-    t = time.perf_counter()
-    gxr = _Gx(_docs_dir(data_dir, docs_dir), render=_data_docs_enabled(data_docs, default=False))
-    timings["gx_context"] = round(time.perf_counter() - t, 3)
+    # row-count expectations relative to DEMO: these tables wait for DEMO's row count
+    _NEEDS_DEMO = ("DRUG", "REAC")
 
-    # Read the needed columns of every table.
-    t = time.perf_counter()
-    suites, frames, schemas, exists, n_rows = {}, {}, {}, {}, {}
-    for table in TABLES + (DELETED,):
-        suite = load_suite(raw_suite_name(table, era))
-        cols = suite_columns(suite)
-        code_cols = _code_columns(suite)
-        tab, schema, file_rows = _read_raw(data_dir, table, quarter, cols, tables, code_cols)
-        suites[table], schemas[table], exists[table], n_rows[table] = suite, schema, file_rows, tab.num_rows
-        frames[table] = tab
-    timings["read"] = round(time.perf_counter() - t, 3)
+    def __init__(self, data_dir: DataDir | str | os.PathLike, quarter: Quarter | str, *,
+                 row_bounds: dict | str | None = None, rows_per_report: dict | None = None,
+                 quarantine_warn: float = 1e-4, quarantine_critical: float = 1e-3,
+                 quarantine_min_lines: int = 10_000, orphan_critical: float = 1e-3,
+                 coverage_warn: float = 0.99, coverage_critical: float = 0.90,
+                 data_docs: bool | None = None, docs_dir: str | os.PathLike | None = None,
+                 raise_on_critical: bool = True):
+        self.data_dir = data_dir if isinstance(data_dir, DataDir) else DataDir.of(data_dir)
+        self.quarter = quarter if isinstance(quarter, Quarter) else Quarter.parse(str(quarter))
+        self.era, self.scope = self.quarter.era, str(self.quarter)
+        self.row_bounds = row_bounds
+        self.rows_per_report = {**DEFAULT_ROWS_PER_REPORT, **(rows_per_report or {})}
+        self.thresholds = {"row_bounds": row_bounds if row_bounds is not None else "default",
+                           "rows_per_report": self.rows_per_report, "quarantine_warn": quarantine_warn,
+                           "quarantine_critical": quarantine_critical,
+                           "quarantine_min_lines": quarantine_min_lines, "orphan_critical": orphan_critical,
+                           "coverage_warn": coverage_warn, "coverage_critical": coverage_critical}
+        self.raise_on_critical = raise_on_critical
+        self.timings: dict[str, float] = {}
+        self._t0 = time.perf_counter()
+        t = time.perf_counter()
+        self.gxr = _Gx(_docs_dir(self.data_dir, docs_dir), render=_data_docs_enabled(data_docs, default=False))
+        self.timings["gx_context"] = round(time.perf_counter() - t, 3)
+        self.n_rows: dict[str, int] = {}
+        self.file_rows: dict[str, int | None] = {}
+        self._ids: dict[str, pa.Array] = {}
+        self._data_checks: dict[str, list[Check]] = {}
+        self._file_checks: dict[str, list[Check]] = {}
+        self._waiting: dict[str, tuple[pa.Table, dict]] = {}
 
-    # Cross-table checks on Arrow (before pandas conversion).
-    t = time.perf_counter()
-    demo_ids = frames["DEMO"].column("primaryid_int").combine_chunks() if n_rows["DEMO"] else pa.array([], pa.int64())
-    child_ids = {tb: frames[tb].column("primaryid_int").combine_chunks() for tb in TABLES[1:]
-                 if "primaryid_int" in frames[tb].column_names}
-    checks += _coverage_checks(scope, demo_ids, child_ids, orphan_critical=orphan_critical,
-                               coverage_warn=coverage_warn, coverage_critical=coverage_critical)
-    timings["cross_table"] = round(time.perf_counter() - t, 3)
+    def add(self, table: str, held: pa.Table | None = None) -> None:
+        """Check one table: its rows (``held`` if given, else read from Parquet), then its file."""
+        self.add_rows(table, held)
+        self.add_file(table)
 
-    # GX suites, one per table (+ the column set on an empty frame of the file's schema).
-    t = time.perf_counter()
-    for table in TABLES + (DELETED,):
-        data_suite, col_suite = _split_structural(suites[table])
-        params = _row_params(table, era, row_bounds, n_rows["DEMO"], rows_per_report)
-        df = _to_pandas(frames.pop(table), suite_columns(data_suite))
-        tt = time.perf_counter()
-        res = gxr.run(data_suite, df, asset=f"raw_{table.lower()}", params=params, run_name=scope)
-        timings[f"gx_{table.lower()}"] = round(time.perf_counter() - tt, 3)
-        checks += _checks_from_result(res, layer="raw", table=table, scope=scope, suite=data_suite)
-        del df
-        if col_suite["expectations"]:
-            empty = schemas[table].empty_table().to_pandas()
-            res = gxr.run(col_suite, empty, asset=f"raw_{table.lower()}_columns", params={}, run_name=scope,
-                          persist=False)
-            checks += _checks_from_result(res, layer="raw", table=table, scope=scope, suite=col_suite)
-    timings["gx_tables"] = round(time.perf_counter() - t, 3)
+    def add_rows(self, table: str, rows: pa.Table | None = None) -> None:
+        """Run the table's data suite on ``rows`` (or its Parquet file); may run before the file is written."""
+        t = time.perf_counter()
+        suite = load_suite(raw_suite_name(table, self.era))
+        data_suite, _ = _split_structural(suite)
+        columns = suite_columns(suite)
+        if rows is None:
+            frame = _read_raw(self.data_dir, table, self.quarter, columns, _code_columns(suite))
+        else:
+            frame = rows.select([c for c in columns if c in rows.column_names])
+        self.n_rows[table] = frame.num_rows
+        if "primaryid_int" in frame.column_names:  # kept for the cross-table checks
+            self._ids[table] = frame.column("primaryid_int").combine_chunks()
+        self.timings[f"read_{table.lower()}"] = round(time.perf_counter() - t, 3)
+        self._waiting[table] = (frame, data_suite)
+        for ready in [tb for tb in self._waiting if tb not in self._NEEDS_DEMO or "DEMO" in self.n_rows]:
+            self._run_data_suite(ready, *self._waiting.pop(ready))
 
-    # The ingest record: reconciliation, quarantine rate, columns FDA should have shipped.
-    t = time.perf_counter()
-    rec_path = data_dir.ingest_record(quarter)
-    record = None
-    try:
-        record = json.loads(rec_path.read_text())
-    except FileNotFoundError:
-        checks.append(_named("raw", "_ingest", scope, "ingest_record_present", CRITICAL, False,
-                             details=f"no ingest record {rec_path}"))
-    except json.JSONDecodeError as exc:
-        checks.append(_named("raw", "_ingest", scope, "ingest_record_present", CRITICAL, False,
-                             details=f"ingest record {rec_path} is not valid JSON: {exc}"))
-    if record is not None:
+    def add_file(self, table: str) -> None:
+        """The file's structural checks (its column set, from the Parquet footer) and row count."""
+        t = time.perf_counter()
+        _, col_suite = _split_structural(load_suite(raw_suite_name(table, self.era)))
+        schema, self.file_rows[table] = _file_facts(self.data_dir, table, self.quarter)
+        checks = []
+        if col_suite["expectations"]:  # the column set, on an empty frame of the file's schema
+            res = self.gxr.run(col_suite, schema.empty_table().to_pandas(), asset=f"raw_{table.lower()}_columns",
+                               params={}, run_name=self.scope, persist=False)
+            checks = _checks_from_result(res, layer="raw", table=table, scope=self.scope, suite=col_suite)
+        self._file_checks[table] = checks
+        self.timings[f"file_{table.lower()}"] = round(time.perf_counter() - t, 3)
+
+    def _run_data_suite(self, table: str, frame: pa.Table, data_suite: dict) -> None:
+        t = time.perf_counter()
+        params = _row_params(table, self.era, self.row_bounds, self.n_rows.get("DEMO", 0), self.rows_per_report)
+        df = _to_pandas(frame, suite_columns(data_suite))
+        res = self.gxr.run(data_suite, df, asset=f"raw_{table.lower()}", params=params, run_name=self.scope)
+        self._data_checks[table] = _checks_from_result(res, layer="raw", table=table, scope=self.scope,
+                                                       suite=data_suite)
+        self.timings[f"gx_{table.lower()}"] = round(time.perf_counter() - t, 3)
+
+    def finish(self) -> dict:
+        """Cross-table checks and the ingest record; write the summary; raise on a critical failure."""
+        missing = [tb for tb in TABLES + (DELETED,) if tb not in self.n_rows or tb not in self.file_rows]
+        if missing:
+            raise PipelineError(f"{self.scope}: raw validation finished before {', '.join(missing)} was added")
+        for table in list(self._waiting):
+            self._run_data_suite(table, *self._waiting.pop(table))
+        t = time.perf_counter()
+        demo_ids = self._ids.get("DEMO", pa.array([], pa.int64()))
+        checks = _coverage_checks(self.scope, demo_ids, {tb: self._ids[tb] for tb in TABLES[1:] if tb in self._ids},
+                                  orphan_critical=self.thresholds["orphan_critical"],
+                                  coverage_warn=self.thresholds["coverage_warn"],
+                                  coverage_critical=self.thresholds["coverage_critical"])
+        self.timings["cross_table"] = round(time.perf_counter() - t, 3)
+        for table in TABLES + (DELETED,):
+            checks += self._data_checks[table] + self._file_checks[table]
+        t = time.perf_counter()
+        checks += self._ingest_record_checks()
+        self.timings["ingest_record"] = round(time.perf_counter() - t, 3)
+        self.timings["validation"] = round(time.perf_counter() - self._t0, 3)
+        extra = {"quarter": self.scope, "era": self.era, "rows": self.n_rows, "thresholds": self.thresholds}
+        summary = _finish("raw", self.scope, checks, self.data_dir.validation / "raw" / f"{self.scope}.json",
+                          extra=extra, gxr=self.gxr, timings=self.timings, raise_on_critical=self.raise_on_critical)
+        self.timings["total"] = round(time.perf_counter() - self._t0, 3)
+        return summary
+
+    def _ingest_record_checks(self) -> list[Check]:
+        """Reconciliation, quarantine rate, columns FDA should have shipped."""
+        rec_path = self.data_dir.ingest_record(self.quarter)
+        try:
+            record = json.loads(rec_path.read_text())
+        except FileNotFoundError:
+            return [_named("raw", "_ingest", self.scope, "ingest_record_present", CRITICAL, False,
+                           details=f"no ingest record {rec_path}")]
+        except json.JSONDecodeError as exc:
+            return [_named("raw", "_ingest", self.scope, "ingest_record_present", CRITICAL, False,
+                           details=f"ingest record {rec_path} is not valid JSON: {exc}")]
         suite = load_suite("raw_ingest_record")
-        df = _ingest_frame(record, era, {tb: exists[tb] or 0 for tb in n_rows},
-                           quarantine_min_lines)
-        res = gxr.run(suite, df, asset="raw_ingest_record",
-                      params={"quarantine_warn": quarantine_warn, "quarantine_critical": quarantine_critical},
-                      run_name=scope, index_columns=["table"])
-        checks += _checks_from_result(res, layer="raw", table="_ingest", scope=scope, suite=suite)
-    timings["ingest_record"] = round(time.perf_counter() - t, 3)
-
-    timings["validation"] = round(time.perf_counter() - t0, 3)
-    extra = {"quarter": scope, "era": era, "rows": n_rows,
-             "thresholds": {"row_bounds": row_bounds if row_bounds is not None else "default",
-                            "rows_per_report": rows_per_report, "quarantine_warn": quarantine_warn,
-                            "quarantine_critical": quarantine_critical,
-                            "quarantine_min_lines": quarantine_min_lines, "orphan_critical": orphan_critical,
-                            "coverage_warn": coverage_warn, "coverage_critical": coverage_critical}}
-    summary = _finish("raw", scope, checks, data_dir.validation / "raw" / f"{scope}.json", extra=extra,
-                      gxr=gxr, timings=timings, raise_on_critical=raise_on_critical)
-    timings["total"] = round(time.perf_counter() - t0, 3)
-    return summary
+        df = _ingest_frame(record, self.era, {tb: n or 0 for tb, n in self.file_rows.items()},
+                           self.thresholds["quarantine_min_lines"])
+        res = self.gxr.run(suite, df, asset="raw_ingest_record",
+                           params={"quarantine_warn": self.thresholds["quarantine_warn"],
+                                   "quarantine_critical": self.thresholds["quarantine_critical"]},
+                           run_name=self.scope, index_columns=["table"])
+        return _checks_from_result(res, layer="raw", table="_ingest", scope=self.scope, suite=suite)
 
 
 # --------------------------------------------------------------------------------------------

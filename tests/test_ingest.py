@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -379,10 +380,11 @@ from hypothesis import strategies as st  # noqa: E402
 from pipeline.ingest import _parse_exact, _parse_fast  # noqa: E402
 
 _FIELD = st.text(alphabet="abcXYZ 09.-'#\"~é", max_size=6)  # '~' becomes a cp1252 byte (invalid UTF-8)
-_LINE_KIND = st.sampled_from(["ok", "ok", "ok", "ok", "glued", "embedded", "short", "no_trailing", "trailing_junk"])
+_LINE_KIND = st.sampled_from(["ok", "ok", "ok", "ok", "glued", "embedded", "short", "no_trailing", "trailing_junk",
+                              "blank", "lone_cr"])
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", 150)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=st.lists(st.tuples(st.lists(_FIELD, min_size=4, max_size=4), _LINE_KIND), min_size=0, max_size=40),
        trailing=st.booleans(), crlf=st.booleans(), final_newline=st.booleans())
 def test_fast_and_exact_parsers_agree(rows, trailing, crlf, final_newline):
@@ -400,7 +402,11 @@ def test_fast_and_exact_parsers_agree(rows, trailing, crlf, final_newline):
             line = "$".join(fields[:2])
         elif kind == "trailing_junk":
             line = line + "$JUNK"
-        if kind != "no_trailing":
+        elif kind == "blank":
+            line = ""
+        elif kind == "lone_cr":  # a carriage return inside a field: Arrow would end the line there
+            line = "$".join(fields[:2] + ["A\rB"] + fields[3:])
+        if kind not in ("no_trailing", "blank"):
             line += end
         lines.append(line)
     data = (eol.join(lines) + (eol if final_newline else "")).encode().replace(b"~", b"\xd3")
@@ -421,3 +427,127 @@ def test_fast_path_is_taken_on_clean_ascii_and_declines_otherwise():
     assert _parse_fast(clean, "REAC", "r") is not None
     assert _parse_fast(clean.replace(b"Nausea", b"N\xe1usea"), "REAC", "r").record.encoding_fallback_lines == 1
     assert _parse_fast(clean + b"\n", "REAC", "r") is None  # blank line
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.lists(st.sampled_from([b"a", b"$", b"\n", b"\r", b"\xe9", b"\x80"]), max_size=60).map(b"".join),
+       start=st.integers(0, 5), step=st.integers(1, 17))
+def test_byte_counts_match_a_plain_count_whatever_the_slice_size(data, start, step):
+    """The sliced numpy scan counts like ``bytes.count``, '\\r\\n' pairs across slice edges included."""
+    from unittest import mock
+
+    import pipeline.ingest as ingest_module
+
+    body = data[start:]
+    high = [start + i for i, b in enumerate(body) if b >= 0x80]
+    with mock.patch.object(ingest_module, "_SCAN_STEP", step):
+        counts = ingest_module._count_bytes(data, start, high_limit=1_000)
+        capped = ingest_module._count_bytes(data, start, high_limit=0)
+    assert counts.newlines == body.count(b"\n")
+    assert counts.carriage_returns == body.count(b"\r")
+    assert counts.crlf == body.count(b"\r\n")
+    assert counts.high.tolist() == high
+    assert (capped.high is None) == bool(high)
+
+
+def test_carriage_return_inside_a_field_stays_in_the_field():
+    """FDA ends lines with '\\n' (or '\\r\\n'); a lone '\\r' inside a field is text, not a line end."""
+    data = ("\n".join([HEADERS_B["REAC"], "1$2$Naus\rea$", "3$4$Dissociation$"]) + "\n").encode()
+    assert _parse_fast(data, "REAC", "r") is None  # Arrow would split the line: the exact path decides
+    parsed = parse_delimited(data, "REAC", "r")
+    assert parsed.table.column("pt").to_pylist() == ["Naus\rea", "Dissociation"]
+    assert parsed.source_lines.tolist() == [2, 3]
+    assert parsed.record.reconciled and parsed.record.quarantined == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading members: raw inflate with zipfile's checks; raw Parquet layout
+# ---------------------------------------------------------------------------------------------
+def _one_member_zip(path: Path, data: bytes, method=zipfile.ZIP_DEFLATED) -> Path:
+    with zipfile.ZipFile(path, "w", method) as zf:
+        zf.writestr("ASCII/REAC24Q1.txt", data)
+    return path
+
+
+def _corrupt(path: Path, mutate) -> None:
+    """Apply ``mutate(raw bytearray, info)`` to the archive bytes in place."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.infolist()[0]
+    raw = bytearray(path.read_bytes())
+    mutate(raw, info)
+    path.write_bytes(bytes(raw))
+
+
+def test_member_reader_matches_zipfile_for_deflated_and_stored(tmp_path):
+    from pipeline.ingest import _read_member
+
+    data = ("\n".join([HEADERS_B["REAC"]] + [f"{i}$1$Nausea" for i in range(5000)]) + "\n").encode()
+    for method in (zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED):
+        zp = _one_member_zip(tmp_path / f"m{method}.zip", data, method)
+        assert _read_member(zp, "ASCII/REAC24Q1.txt", len(data)) == data
+
+
+def test_member_reader_refuses_a_bad_crc(tmp_path):
+    """A byte changed in the stored CRC (the data inflate fine): refused, like zipfile does."""
+    from pipeline.ingest import _parse_member
+
+    data = ("\n".join([HEADERS_B["REAC"], "1$2$Nausea"]) + "\n").encode()
+    zp = _one_member_zip(tmp_path / "faers_ascii_2024q1.zip", data)
+
+    def flip_crc(raw, info):  # the CRC in the central directory (what ZipInfo reads)
+        at = raw.rfind(b"PK\x01\x02") + 16
+        raw[at] ^= 0xFF
+
+    _corrupt(zp, flip_crc)
+    with pytest.raises(IngestError, match="CRC"):
+        _parse_member(zp, "ASCII/REAC24Q1.txt", len(data), "REAC", Quarter.parse("2024Q1"))
+
+
+def test_member_reader_refuses_more_bytes_than_declared(tmp_path):
+    """A member whose deflate stream holds more than its declared size (a lying header) is cut at the cap."""
+    from pipeline.ingest import _parse_member
+
+    data = ("\n".join([HEADERS_B["REAC"]] + ["1$2$Nausea"] * 1000) + "\n").encode()
+    zp = _one_member_zip(tmp_path / "faers_ascii_2024q1.zip", data)
+
+    def shrink_size(raw, info):  # uncompressed size in the central directory
+        at = raw.rfind(b"PK\x01\x02") + 24
+        raw[at:at + 4] = (100).to_bytes(4, "little")
+
+    _corrupt(zp, shrink_size)
+    with pytest.raises(IngestError, match="larger than its declared size"):
+        _parse_member(zp, "ASCII/REAC24Q1.txt", 100, "REAC", Quarter.parse("2024Q1"))
+
+
+def test_member_reader_refuses_corrupt_deflate_data(tmp_path):
+    from pipeline.ingest import _parse_member
+
+    data = ("\n".join([HEADERS_B["REAC"]] + [f"{i}$2$Nausea" for i in range(3000)]) + "\n").encode()
+    zp = _one_member_zip(tmp_path / "faers_ascii_2024q1.zip", data)
+
+    def scramble(raw, info):  # the middle of the compressed stream
+        start = info.header_offset + 30 + len(info.filename)
+        for k in range(start + 20, start + 60):
+            raw[k] ^= 0x5A
+
+    _corrupt(zp, scramble)
+    with pytest.raises(IngestError, match="cannot read"):
+        _parse_member(zp, "ASCII/REAC24Q1.txt", len(data), "REAC", Quarter.parse("2024Q1"))
+
+
+def test_raw_parquet_dictionary_only_for_repetitive_text_statistics_only_for_typed(tmp_path):
+    from pipeline.ingest import write_raw_parquet
+
+    q = Quarter.parse("2024Q1")
+    rows = "\n".join([HEADERS_B["REAC"]] + [f"{100 + i}$1{i}$PT {i % 7}$" for i in range(20_000)]) + "\n"
+    parsed = parse_delimited(rows.encode(), "REAC", "REAC24Q1.txt")
+    path = write_raw_parquet(finish_table(parsed, "REAC", q, "REAC24Q1.txt"), tmp_path / "r.parquet", q,
+                             Path("faers_ascii_2024q1.zip"))
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    cols = {meta.column(i).path_in_schema: meta.column(i) for i in range(meta.num_columns)}
+    assert "RLE_DICTIONARY" in cols["pt"].encodings  # 7 distinct PTs
+    assert "RLE_DICTIONARY" not in cols["primaryid"].encodings  # every value distinct
+    assert not cols["primaryid"].is_stats_set and cols["primaryid_int"].is_stats_set
+    assert cols["primaryid_int"].statistics.min == 100
+    assert pq.read_table(path).equals(finish_table(parsed, "REAC", q, "REAC24Q1.txt")
+                                      .replace_schema_metadata(pq.read_table(path).schema.metadata))

@@ -979,3 +979,41 @@ def test_a_handful_of_repeated_demo_primaryids_only_warns(tmp_path):
     summary = run_raw(tmp_path, t)
     assert summary["success"] and not summary["critical_failures"]
     assert any("expect_column_values_to_be_unique(primaryid_int)" in w for w in summary["warnings"])
+
+
+def test_table_by_table_validation_in_any_order_equals_the_whole_quarter(tmp_path, clean_2024q1):
+    """Ingest hands rows over as members finish (any order, rows before their file is written): the checks
+    are the same as validating the finished quarter in one go, DRUG/REAC waiting for DEMO's row count."""
+    from pipeline.layout import DELETED, TABLES
+
+    spoiled = dict(clean_2024q1)
+    spoiled["DRUG"] = set_col(spoiled["DRUG"], "role_cod", lambda v: spoil(v, 50, "XX"))
+    rec = ingest_record_for(spoiled, "2024Q1")
+    whole = DataDir(tmp_path / "whole")
+    write_raw_quarter(whole, "2024Q1", tables=spoiled, record=rec)
+    expected = quality.validate_raw_quarter(whole, "2024Q1", data_docs=False, tables=spoiled,
+                                            raise_on_critical=False)
+
+    stepwise = DataDir(tmp_path / "stepwise")
+    v = quality.RawQuarterValidation(stepwise, "2024Q1", data_docs=False, raise_on_critical=False)
+    for table in reversed(TABLES + (DELETED,)):  # DRUG and REAC arrive before DEMO
+        v.add_rows(table, spoiled[table])
+        assert ("DRUG" in v._data_checks) == ("DEMO" in v.n_rows)
+        write_parquet(spoiled[table], stepwise.raw_part(table, Quarter.parse("2024Q1")))
+        v.add_file(table)
+    write_json(rec, stepwise.ingest_record(Quarter.parse("2024Q1")))
+    got = v.finish()
+
+    def key(s):
+        return [(c["table"], c["expectation"], c["severity"], c["success"], c.get("unexpected_count"))
+                for c in s["checks"]]
+
+    assert key(got) == key(expected)
+    assert not got["success"] and any("role_cod" in str(c) for c in got["critical_failures"])
+
+
+def test_validation_cannot_finish_with_a_table_missing(tmp_path, clean_2024q1):
+    v = quality.RawQuarterValidation(DataDir(tmp_path / "d"), "2024Q1", data_docs=False)
+    v.add_rows("DEMO", clean_2024q1["DEMO"])
+    with pytest.raises(PipelineError, match="before .*DRUG"):
+        v.finish()
