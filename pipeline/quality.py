@@ -714,6 +714,7 @@ class RawQuarterValidation:
         self._data_checks: dict[str, list[Check]] = {}
         self._file_checks: dict[str, list[Check]] = {}
         self._waiting: dict[str, tuple[pa.Table, dict]] = {}
+        self._suite_parts: dict[str, tuple[dict, dict, dict]] = {}
 
     def add(self, table: str, held: pa.Table | None = None) -> None:
         """Check one table: its rows (``held`` if given, else read from Parquet), then its file."""
@@ -723,8 +724,7 @@ class RawQuarterValidation:
     def add_rows(self, table: str, rows: pa.Table | None = None) -> None:
         """Run the table's data suite on ``rows`` (or its Parquet file); may run before the file is written."""
         t = time.perf_counter()
-        suite = load_suite(raw_suite_name(table, self.era))
-        data_suite, _ = _split_structural(suite)
+        suite, data_suite, _ = self._suites(table)
         columns = suite_columns(suite)
         if rows is None:
             frame = _read_raw(self.data_dir, table, self.quarter, columns, _code_columns(suite))
@@ -741,7 +741,7 @@ class RawQuarterValidation:
     def add_file(self, table: str) -> None:
         """The file's structural checks (its column set, from the Parquet footer) and row count."""
         t = time.perf_counter()
-        _, col_suite = _split_structural(load_suite(raw_suite_name(table, self.era)))
+        _, _, col_suite = self._suites(table)
         schema, self.file_rows[table] = _file_facts(self.data_dir, table, self.quarter)
         checks = []
         if col_suite["expectations"]:  # the column set, on an empty frame of the file's schema
@@ -750,6 +750,13 @@ class RawQuarterValidation:
             checks = _checks_from_result(res, layer="raw", table=table, scope=self.scope, suite=col_suite)
         self._file_checks[table] = checks
         self.timings[f"file_{table.lower()}"] = round(time.perf_counter() - t, 3)
+
+    def _suites(self, table: str) -> tuple[dict, dict, dict]:
+        """(whole suite, data part, structural part) of the table's era, read once per validation."""
+        if table not in self._suite_parts:
+            suite = load_suite(raw_suite_name(table, self.era))
+            self._suite_parts[table] = (suite, *_split_structural(suite))
+        return self._suite_parts[table]
 
     def _run_data_suite(self, table: str, frame: pa.Table, data_suite: dict) -> None:
         t = time.perf_counter()
