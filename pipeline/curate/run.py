@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.atomic import atomic_dir
-from pipeline.curate import drugs, duplicates, reactions, versions
+from pipeline.curate import drugs, duplicates, history, reactions, versions
 from pipeline.curate.tables import CURATED
 from pipeline.errors import PipelineError
 from pipeline.layout import DataDir
@@ -31,13 +31,23 @@ from pipeline.settings import Config
 log = logging.getLogger("pipeline.curate")
 
 #: bump when a rule changes, so an unchanged input is still re-curated by new code
-CURATE_VERSION = "2"
+CURATE_VERSION = "3"
+
+#: every table a curated folder holds (the case-level tables and the version history)
+ALL_TABLES = {**CURATED, **history.TABLES}
 
 
-def _ingest_records(data_dir: DataDir) -> list[dict]:
+def curated_dir(data_dir: DataDir, as_of: str | None = None) -> Path:
+    """``DIR/curated`` or, for the database as it stood at the end of quarter ``as_of``, ``DIR/curated_asof/<Q>``."""
+    return data_dir.curated if as_of is None else data_dir.root / "curated_asof" / str(as_of)
+
+
+def _ingest_records(data_dir: DataDir, as_of: str | None = None) -> list[dict]:
     out = []
     folder = data_dir.raw / "_ingest"
     for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        if as_of is not None and p.stem > str(as_of):  # YYYYQn labels sort as text
+            continue
         raw = p.read_bytes()
         try:
             rec = json.loads(raw)
@@ -48,14 +58,14 @@ def _ingest_records(data_dir: DataDir) -> list[dict]:
     return out
 
 
-def fingerprint(data_dir: DataDir, config: Config) -> str:
+def fingerprint(data_dir: DataDir, config: Config, as_of: str | None = None) -> str:
     """sha256 over the raw Parquet files read (path, size, mtime), the ingest records, config and code version."""
-    h = hashlib.sha256(f"curate-v{CURATE_VERSION}|{config.sha256}".encode())
+    h = hashlib.sha256(f"curate-v{CURATE_VERSION}|{config.sha256}|as_of={as_of}".encode())
     for table in versions.READ_TABLES:
-        for p in versions.raw_files(data_dir, table):
+        for p in versions.raw_files(data_dir, table, as_of):
             st = p.stat()
             h.update(f"|{p.relative_to(data_dir.root)}:{st.st_size}:{st.st_mtime_ns}".encode())
-    for rec in _ingest_records(data_dir):
+    for rec in _ingest_records(data_dir, as_of):
         h.update(f"|{rec['quarter']}:{rec['record_sha256']}".encode())
     return h.hexdigest()
 
@@ -99,20 +109,32 @@ def _copy(con, sql: str, target: Path, schema, metadata: dict[str, str]) -> int:
     return pq.read_metadata(target).num_rows
 
 
-def curate(data_dir: DataDir, config: Config, progress: bool = True, force: bool = False) -> dict:
-    """Curate every ingested quarter of ``data_dir`` into ``data_dir.curated``; return a summary dict."""
+def curate(data_dir: DataDir, config: Config, progress: bool = True, force: bool = False,
+           as_of: str | None = None) -> dict:
+    """Curate every ingested quarter of ``data_dir`` into ``data_dir.curated``; return a summary dict.
+
+    ``as_of`` (a quarter label): the database as it stood at the end of that quarter - the same rules applied to
+    the raw quarters <= it only (deleted lists included), written to ``DIR/curated_asof/<as_of>/`` and kept
+    there until its raw inputs, the config or the code change.
+    """
     data_dir = DataDir.of(data_dir) if not isinstance(data_dir, DataDir) else data_dir
-    if not versions.raw_files(data_dir, "DEMO"):
-        raise PipelineError(f"nothing to curate: no DEMO tables under {data_dir.raw} (run `pipeline ingest` first)")
-    fp = fingerprint(data_dir, config)
-    manifest_path = data_dir.curated / "manifest.json"
+    if as_of is not None:
+        from pipeline.quarters import Quarter
+
+        as_of = str(Quarter.parse(as_of))
+    target = curated_dir(data_dir, as_of)
+    if not versions.raw_files(data_dir, "DEMO", as_of):
+        raise PipelineError(f"nothing to curate: no DEMO tables under {data_dir.raw}"
+                            + (f" for quarters <= {as_of}" if as_of else "") + " (run `pipeline ingest` first)")
+    fp = fingerprint(data_dir, config, as_of)
+    manifest_path = target / "manifest.json"
     if not force and manifest_path.exists():
         try:
             old = json.loads(manifest_path.read_text())
         except ValueError:
             old = {}
-        if old.get("fingerprint") == fp and all((data_dir.curated / f"{n}.parquet").exists() for n in CURATED):
-            return {**old.get("summary", {}), "curated_dir": str(data_dir.curated), "changed": False}
+        if old.get("fingerprint") == fp and all((target / f"{n}.parquet").exists() for n in ALL_TABLES):
+            return {**old.get("summary", {}), "curated_dir": str(target), "changed": False}
 
     data_dir.root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".curate-spill-", dir=data_dir.root))  # DuckDB spill space
@@ -129,11 +151,13 @@ def curate(data_dir: DataDir, config: Config, progress: bool = True, force: bool
 
     try:
         bar.set_postfix_str("keys")
-        files = versions.register_raw(con, data_dir)
+        files = versions.register_raw(con, data_dir, as_of)
         key_report = versions.check_keys(con, config.null_key_tolerance)
         lap("keys")
         bar.set_postfix_str("versions")
         counts = versions.collapse(con)
+        history_summary = history.build_spans(con)
+        history.build_version_children(con, config)  # before the main builders, which overwrite its temp tables
         lap("versions")
         bar.set_postfix_str("drugs")
         drug_summary = drugs.build_report_ingredients(con, config)
@@ -148,8 +172,9 @@ def curate(data_dir: DataDir, config: Config, progress: bool = True, force: bool
                    {_age_sql(config)} AS age_years,
                    CASE WHEN sex_raw IN ('M', 'F') THEN sex_raw ELSE 'UNK' END AS sex,
                    reporter_country, occp_cod, mfr_num, mfr_sndr,
-                   year(coalesce(init_fda_dt, fda_dt))::INTEGER AS receipt_year
-            FROM kept""")
+                   year(coalesce(init_fda_dt, fda_dt))::INTEGER AS receipt_year,
+                   coalesce({history.quarter_sql('init_fda_dt')}, f.first_seen) AS first_quarter
+            FROM kept JOIN ({history.first_seen_sql()}) f ON f.caseid = kept.report_id""")
         con.execute("DROP TABLE kept")
         dup_summary = duplicates.flag_duplicates(con, config)
         lap("duplicates")
@@ -157,18 +182,21 @@ def curate(data_dir: DataDir, config: Config, progress: bool = True, force: bool
         exclude = "true" if config.duplicates.exclude_flagged_duplicates else "false"
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE reports AS
-            SELECT *, has_drug AND has_pt AND (is_dup_kept OR NOT {exclude}) AS in_analysis FROM (
+            SELECT * EXCLUDE (first_quarter), has_drug AND has_pt AND (is_dup_kept OR NOT {exclude}) AS in_analysis,
+                   first_quarter FROM (
                 SELECT r.report_id, r.primaryid, r.caseversion, r.quarter, r.era, r.fda_dt, r.init_fda_dt,
                        r.event_dt, r.age_years, {_age_band_sql(config)} AS age_band, r.sex, r.reporter_country,
                        r.occp_cod, r.receipt_year,
                        r.report_id IN (SELECT report_id FROM report_ingredients) AS has_drug,
                        r.report_id IN (SELECT report_id FROM report_pts) AS has_pt,
-                       f.dup_group_id, f.dup_rule, coalesce(f.is_dup_kept, true) AS is_dup_kept
+                       f.dup_group_id, f.dup_rule, coalesce(f.is_dup_kept, true) AS is_dup_kept,
+                       r.first_quarter
                 FROM rep r LEFT JOIN dup_flags f USING (report_id))""")
+        history.finish(con, config.duplicates.exclude_flagged_duplicates)
         funnel, substance_counts = _funnel(con, counts, config)
         lap("reports")
         summary = _write(con, data_dir, config, fp, files, counts, funnel, substance_counts, key_report,
-                         drug_summary, pt_summary, dup_summary, timings)
+                         drug_summary, pt_summary, dup_summary, timings, as_of, history_summary)
         lap("write")
         summary["timings_s"] = timings
     finally:
@@ -218,10 +246,12 @@ def _funnel(con, counts: dict, config: Config) -> tuple[list[tuple], dict]:
 
 
 def _write(con, data_dir: DataDir, config: Config, fp: str, files, counts, funnel, substance_counts, key_report,
-           drug_summary, pt_summary, dup_summary, timings) -> dict:
+           drug_summary, pt_summary, dup_summary, timings, as_of: str | None = None,
+           history_summary: dict | None = None) -> dict:
+    target = curated_dir(data_dir, as_of)
     meta = {"faers.config_sha256": config.sha256, "faers.case_definition": config.case_definition_version,
             "faers.exposure_roles": "+".join(config.exposure_roles), "faers.curate_version": CURATE_VERSION,
-            "faers.fingerprint": fp}
+            "faers.fingerprint": fp, "faers.as_of": as_of or ""}
     funnel_values = ", ".join(
         "(" + ", ".join([str(s), "'" + name + "'", str(a), str(b), "'" + reason.replace("'", "''") + "'"]) + ")"
         for s, name, a, b, reason in funnel)
@@ -233,15 +263,17 @@ def _write(con, data_dir: DataDir, config: Config, fp: str, files, counts, funne
         "funnel": f"SELECT col0::BIGINT AS step, col1 AS name, col2::BIGINT AS reports_in, "
                   f"col3::BIGINT AS reports_out, col4 AS reason FROM (VALUES {funnel_values}) ORDER BY step",
         "unmapped_drugs": "SELECT * FROM unmapped_drugs ORDER BY n_reports DESC, n_rows DESC, drugname",
+        **history.QUERIES,
     }
-    records = {r["quarter"]: r for r in _ingest_records(data_dir)}
+    records = {r["quarter"]: r for r in _ingest_records(data_dir, as_of)}
     quarters = sorted({p.parent.name.split("=", 1)[1] for t in files.values() for p in t})
     deleted_sha = hashlib.sha256(",".join(str(r[0]) for r in con.execute(
         "SELECT caseid FROM deleted_ids ORDER BY caseid").fetchall()).encode()).hexdigest()
     rows = {}
-    with atomic_dir(data_dir.curated) as out:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(target) as out:
         for name, sql in queries.items():
-            rows[name] = _copy(con, sql, out / f"{name}.parquet", CURATED[name], meta)
+            rows[name] = _copy(con, sql, out / f"{name}.parquet", ALL_TABLES[name], meta)
         warnings = []
         if drug_summary["unmapped_share"] > config.thresholds.unmapped_share_max:
             warnings.append(f"unmapped drug rows {drug_summary['unmapped_share']:.1%} exceed "
@@ -250,17 +282,18 @@ def _write(con, data_dir: DataDir, config: Config, fp: str, files, counts, funne
             warnings.append(f"{len(pt_summary['configured_pts_never_seen'])} configured PT(s) never seen")
         summary = {
             "changed": True,
-            "curated_dir": str(data_dir.curated),
+            "curated_dir": str(target),
             "funnel": [{"step": s, "name": nm, "reports_in": a, "reports_out": b, "reason": r}
                        for s, nm, a, b, r in funnel],
             "kept_cases": counts["kept"],
             "analysis_population": next(b for s, nm, a, b, r in funnel if nm == "analysis population"),
             "substance_reports": substance_counts,
             "rows": rows,
-            "outputs": {n: str(data_dir.curated / f"{n}.parquet") for n in queries},
+            "outputs": {n: str(target / f"{n}.parquet") for n in queries},
             "drugs": drug_summary,
             "reactions": pt_summary,
             "duplicates": dup_summary,
+            "history": history_summary,
             "warnings": warnings,
             "timings_s": timings,
         }
@@ -269,6 +302,7 @@ def _write(con, data_dir: DataDir, config: Config, fp: str, files, counts, funne
             "curate_version": CURATE_VERSION,
             "duckdb_version": duckdb.__version__,
             "fingerprint": fp,
+            "as_of": as_of,
             "config": {"sha256": config.sha256, "path": str(config.path), "values": config.as_dict()},
             "case_definition": config.case_definition_version,
             "exposure_roles": list(config.exposure_roles),

@@ -11,6 +11,8 @@ REPORTS = pa.schema([
     ("age_years", pa.float64()), ("age_band", pa.string()), ("sex", pa.string()), ("reporter_country", pa.string()),
     ("occp_cod", pa.string()), ("receipt_year", pa.int32()), ("has_drug", pa.bool_()), ("has_pt", pa.bool_()),
     ("dup_group_id", pa.int64()), ("dup_rule", pa.string()), ("is_dup_kept", pa.bool_()), ("in_analysis", pa.bool_()),
+    # first receipt: calendar quarter of init_fda_dt, else the first quarter a row of the case appears in
+    ("first_quarter", pa.string()),
 ])
 
 REPORT_INGREDIENTS = pa.schema([

@@ -26,21 +26,28 @@ import pyarrow as pa
 
 from pipeline.errors import PipelineError
 from pipeline.layout import DELETED, DataDir
+from pipeline.quarters import Quarter
 from pipeline.schemas import TEXT_COLUMNS, raw_schema
 
 #: tables curate reads (RPSR/THER are not needed for the case definition).
 READ_TABLES = ("DEMO", "DRUG", "REAC", "OUTC", "INDI", DELETED)
 
 
-def raw_files(data_dir: DataDir, table: str) -> list[Path]:
-    return sorted(data_dir.raw_table(table).glob("quarter=*/part.parquet"))
+def raw_files(data_dir: DataDir, table: str, as_of: str | None = None) -> list[Path]:
+    """One Parquet file per ingested quarter; with ``as_of``, only quarters <= it (the database as it stood then)."""
+    paths = sorted(data_dir.raw_table(table).glob("quarter=*/part.parquet"))
+    if as_of is None:
+        return paths
+    cut = Quarter.parse(as_of)
+    return [p for p in paths if Quarter.parse(p.parent.name.split("=", 1)[1]) <= cut]
 
 
-def register_raw(con: duckdb.DuckDBPyConnection, data_dir: DataDir) -> dict[str, list[Path]]:
-    """Create views ``raw_<table>`` over every quarter's Parquet (an empty table when none exist)."""
+def register_raw(con: duckdb.DuckDBPyConnection, data_dir: DataDir,
+                 as_of: str | None = None) -> dict[str, list[Path]]:
+    """Create views ``raw_<table>`` over every quarter's Parquet (<= ``as_of`` when given; empty when none)."""
     files = {}
     for table in READ_TABLES:
-        paths = raw_files(data_dir, table)
+        paths = raw_files(data_dir, table, as_of)
         files[table] = paths
         name = f"raw_{table.lower()}"
         if paths:
@@ -108,7 +115,7 @@ def collapse(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
                                    quarter DESC, primaryid DESC, h DESC) = 1""")
     con.execute("""
         CREATE OR REPLACE TEMP TABLE kept AS
-        SELECT v.caseid AS report_id, v.primaryid, v.caseversion, v.quarter, d.era, v.fda_dt,
+        SELECT v.caseid AS report_id, v.caseid, v.primaryid, v.caseversion, v.quarter, d.era, v.fda_dt,
                d.init_fda_dt_date AS init_fda_dt, trim(d.event_dt) AS event_dt, d.age, d.age_cod,
                upper(trim(d.sex)) AS sex_raw, trim(d.reporter_country) AS reporter_country,
                upper(trim(d.occp_cod)) AS occp_cod, upper(trim(d.mfr_num)) AS mfr_num,
@@ -125,10 +132,13 @@ def collapse(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
 
 
 def child_rows(table: str, columns: str) -> str:
-    """SQL selecting ``columns`` of a child table's rows belonging to the kept version (alias ``c``, ``k``)."""
+    """SQL selecting ``columns`` of a child table's rows belonging to the kept version (alias ``c``, ``k``).
+
+    ``kept`` needs ``report_id, caseid, primaryid, quarter``; the version history gives several versions of one
+    case their own ``report_id`` (:mod:`pipeline.curate.history`), hence the separate ``caseid``."""
     return (f"SELECT k.report_id, {columns} FROM raw_{table.lower()} c "
             f"JOIN kept k ON c.primaryid_int = k.primaryid AND c.quarter = k.quarter "
-            f"AND (c.caseid_int IS NULL OR c.caseid_int = k.report_id)")
+            f"AND (c.caseid_int IS NULL OR c.caseid_int = k.caseid)")
 
 
 __all__ = ["READ_TABLES", "register_raw", "check_keys", "collapse", "child_rows", "raw_files"]

@@ -1,0 +1,168 @@
+"""Version history: which version of each case the database held at the end of every quarter.
+
+The curated tables hold each case at its latest version. The trend by quarter needs each case *as it stood* at the
+end of quarter q: the version the curation rules of :mod:`pipeline.curate.versions` would keep if only the quarters
+<= q had been ingested, and no case deleted by a list of a quarter <= q. Re-running the curation per quarter
+would cost one curation per quarter; instead every version that ever wins gets a span of quarters:
+
+* per (caseid, primaryid) the row of each quarter that carried it (within a quarter: latest ``fda_dt``, then
+  content hash, as in the version collapse); a later quarter's row of the same primaryid replaces it;
+* at every quarter in which a case receives a row (its *change points*), the winner among the rows alive then is
+  chosen by the version-collapse order (integer caseversion, fda_dt, quarter, integer primaryid, content hash);
+* a case drops out at the first quarter whose deleted list names it;
+* consecutive change points with the same winner are one span ``[valid_from, valid_to)`` (``valid_to`` null =
+  still held at the end).
+
+Tables (``versions``, ``version_ingredients``, ``version_pts``): every span, plus the ingredients and PTs of the
+versions that are *not* the case's final version in ``reports`` (the final one's are ``report_ingredients`` and
+``report_pts``). Those superseded versions are mapped by the same drug and reaction functions in one pass over the
+final and superseded versions together, so the learned drug vocabulary comes from both.
+``first_quarter`` = calendar quarter of the version's ``init_fda_dt``, else the first quarter any row of the case
+appears in.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+
+from pipeline.schemas import TEXT_COLUMNS
+from pipeline.settings import Config
+
+VERSIONS = pa.schema([
+    ("report_id", pa.int64()), ("version_id", pa.int64()), ("primaryid", pa.int64()),
+    ("caseversion", pa.int64()), ("quarter", pa.string()), ("valid_from", pa.string()), ("valid_to", pa.string()),
+    ("first_quarter", pa.string()), ("is_final", pa.bool_()), ("has_drug", pa.bool_()), ("has_pt", pa.bool_()),
+    ("in_analysis", pa.bool_()),
+])
+VERSION_INGREDIENTS = pa.schema([
+    ("version_id", pa.int64()), ("ingredient", pa.string()), ("substance", pa.string()), ("role_cod", pa.string()),
+    ("matched_by", pa.string()), ("is_exposure", pa.bool_()),
+])
+VERSION_PTS = pa.schema([("version_id", pa.int64()), ("pt", pa.string()), ("pt_key", pa.string()),
+                         ("is_indication", pa.bool_())])
+TABLES = {"versions": VERSIONS, "version_ingredients": VERSION_INGREDIENTS, "version_pts": VERSION_PTS}
+
+
+def quarter_sql(date_col: str) -> str:
+    """SQL: the calendar quarter label (``2024Q3``) of a date column (null stays null)."""
+    return f"(strftime({date_col}, '%Y') || 'Q' || quarter({date_col}))"
+
+
+def first_seen_sql() -> str:
+    """SQL (a table ``caseid, first_seen``): the first quarter each case appears in, over usable-key DEMO rows."""
+    return "SELECT caseid_int AS caseid, min(quarter) AS first_seen FROM raw_demo WHERE caseid_int IS NOT NULL " \
+           "GROUP BY 1"
+
+
+def build_spans(con: duckdb.DuckDBPyConnection) -> dict:
+    """Temp table ``hist_spans`` (one row per version span). Needs ``raw_demo``, ``raw_deleted`` and ``kept``."""
+    from pipeline.curate.versions import _bad_key_sql
+
+    text_cols = ", ".join(TEXT_COLUMNS["DEMO"])
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE hist_rows AS
+        SELECT *, lead(quarter) OVER (PARTITION BY caseid, primaryid ORDER BY quarter) AS alive_to FROM (
+            SELECT caseid_int AS caseid, primaryid_int AS primaryid,
+                   coalesce(caseversion_int, CASE WHEN era = 'laers' THEN 0 END) AS caseversion,
+                   fda_dt_date AS fda_dt, init_fda_dt_date AS init_fda_dt, quarter, hash({text_cols}) AS h
+            FROM raw_demo WHERE NOT ({_bad_key_sql('DEMO')})
+            QUALIFY row_number() OVER (PARTITION BY caseid_int, primaryid_int, quarter
+                                       ORDER BY fda_dt_date DESC NULLS LAST, h DESC, source_line DESC) = 1)""")
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE hist_deleted AS
+        SELECT caseid_int AS caseid, min(quarter) AS deleted_from FROM raw_deleted
+        WHERE caseid_int IS NOT NULL GROUP BY 1""")
+    # the winner at each change point, among the rows alive then
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE hist_win AS
+        WITH cp AS (SELECT DISTINCT caseid, quarter AS cp FROM hist_rows)
+        SELECT c.caseid, c.cp, r.primaryid, r.caseversion, r.quarter,
+               coalesce({quarter_sql('r.init_fda_dt')}, f.first_seen) AS first_quarter, d.deleted_from
+        FROM cp c JOIN hist_rows r ON r.caseid = c.caseid AND r.quarter <= c.cp
+                                   AND (r.alive_to IS NULL OR r.alive_to > c.cp)
+        JOIN ({first_seen_sql()}) f ON f.caseid = c.caseid
+        LEFT JOIN hist_deleted d ON d.caseid = c.caseid
+        WHERE d.deleted_from IS NULL OR c.cp < d.deleted_from
+        QUALIFY row_number() OVER (PARTITION BY c.caseid, c.cp
+                                   ORDER BY r.caseversion DESC, r.fda_dt DESC NULLS LAST, r.quarter DESC,
+                                            r.primaryid DESC, r.h DESC) = 1""")
+    # islands of consecutive change points with one winner -> spans
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE hist_spans AS
+        WITH w AS (SELECT *, lead(cp) OVER (PARTITION BY caseid ORDER BY cp) AS next_cp,
+                          (primaryid, quarter) IS DISTINCT FROM
+                          lag((primaryid, quarter)) OVER (PARTITION BY caseid ORDER BY cp) AS starts FROM hist_win),
+             g AS (SELECT *, sum(starts::INTEGER) OVER (PARTITION BY caseid ORDER BY cp) AS island FROM w),
+             s AS (SELECT caseid, island, any_value(primaryid) AS primaryid, any_value(caseversion) AS caseversion,
+                          any_value(quarter) AS quarter, arg_min(first_quarter, cp) AS first_quarter,
+                          min(cp) AS valid_from, arg_max(coalesce(next_cp, deleted_from), cp) AS valid_to
+                   FROM g GROUP BY caseid, island)
+        SELECT s.caseid AS report_id,
+               row_number() OVER (ORDER BY s.caseid, s.valid_from)::BIGINT AS version_id,
+               s.primaryid, s.caseversion, s.quarter, s.valid_from, s.valid_to, s.first_quarter,
+               (s.valid_to IS NULL AND k.report_id IS NOT NULL) AS is_final
+        FROM s LEFT JOIN kept k ON k.report_id = s.caseid AND k.primaryid = s.primaryid AND k.quarter = s.quarter""")
+    for t in ("hist_rows", "hist_deleted", "hist_win"):
+        con.execute(f"DROP TABLE {t}")
+    n, superseded = con.execute("SELECT count(*), count(*) FILTER (WHERE NOT is_final) FROM hist_spans").fetchone()
+    return {"versions": int(n), "superseded_versions": int(superseded)}
+
+
+def build_version_children(con: duckdb.DuckDBPyConnection, config: Config) -> None:
+    """Temp tables ``hist_ingredients`` and ``hist_pts`` for the superseded versions (``hist_spans`` not final).
+
+    Runs the curation's drug and reaction builders once over the final and the superseded versions (superseded
+    ones under the id ``-version_id``) and keeps the superseded rows. Call it *before* the main builders: they
+    overwrite the temp tables used here.
+    """
+    from pipeline.curate import drugs, reactions
+
+    con.execute("ALTER TABLE kept RENAME TO kept_final")
+    try:
+        con.execute("""
+            CREATE TEMP TABLE kept AS
+            SELECT report_id, caseid, primaryid, quarter FROM kept_final
+            UNION ALL SELECT -version_id, report_id, primaryid, quarter FROM hist_spans WHERE NOT is_final""")
+        drugs.build_report_ingredients(con, config)
+        reactions.build_report_pts(con, config)
+        con.execute("""CREATE OR REPLACE TEMP TABLE hist_ingredients AS
+                       SELECT -report_id AS version_id, * EXCLUDE (report_id) FROM report_ingredients
+                       WHERE report_id < 0""")
+        con.execute("""CREATE OR REPLACE TEMP TABLE hist_pts AS
+                       SELECT -report_id AS version_id, * EXCLUDE (report_id) FROM report_pts WHERE report_id < 0""")
+        con.execute("DROP TABLE kept")
+    finally:
+        con.execute("ALTER TABLE kept_final RENAME TO kept")
+
+
+def finish(con: duckdb.DuckDBPyConnection, exclude_flagged_duplicates: bool) -> None:
+    """Temp table ``versions``: spans with has_drug/has_pt/in_analysis. Needs ``reports`` (final versions).
+
+    A superseded version takes the duplicate flag of its case in ``reports`` (the database at this curation's
+    end); a case no longer in ``reports`` (deleted later) counts as not a duplicate.
+    """
+    exclude = "true" if exclude_flagged_duplicates else "false"
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE versions AS
+        SELECT s.report_id, s.version_id, s.primaryid, s.caseversion, s.quarter, s.valid_from, s.valid_to,
+               CASE WHEN s.is_final THEN r.first_quarter ELSE s.first_quarter END AS first_quarter, s.is_final,
+               CASE WHEN s.is_final THEN r.has_drug ELSE s.version_id IN (SELECT version_id FROM hist_ingredients)
+                    END AS has_drug,
+               CASE WHEN s.is_final THEN r.has_pt ELSE s.version_id IN (SELECT version_id FROM hist_pts) END AS has_pt,
+               CASE WHEN s.is_final THEN r.in_analysis
+                    ELSE s.version_id IN (SELECT version_id FROM hist_ingredients)
+                         AND s.version_id IN (SELECT version_id FROM hist_pts)
+                         AND (coalesce(r.is_dup_kept, true) OR NOT {exclude}) END AS in_analysis
+        FROM hist_spans s LEFT JOIN reports r ON r.report_id = s.report_id""")
+    con.execute("DROP TABLE hist_spans")
+
+
+#: SELECTs writing the three tables (``_copy`` checks them against :data:`TABLES`).
+QUERIES = {
+    "versions": "SELECT * FROM versions ORDER BY report_id, valid_from",
+    "version_ingredients": "SELECT * FROM hist_ingredients",
+    "version_pts": "SELECT * FROM hist_pts",
+}
+
+__all__ = ["TABLES", "QUERIES", "build_spans", "build_version_children", "finish", "quarter_sql", "first_seen_sql"]
