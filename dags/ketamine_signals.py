@@ -13,7 +13,9 @@ curated data, configuration and params, nothing is written and the task is *skip
 
 **Params** (leave empty to use the configuration file `FAERS_CONFIG`, or the shipped default):
 `substances`, `pt_groups`, `roles` (drug role codes counted as exposure: PS, SS, C, I), `mgps_likelihood`,
-`cutoff_quarter` (ignore data received after this quarter, e.g. `2024Q2`, to reproduce an earlier report).
+`cutoff_quarter` (the database as it stood at the end of this quarter, e.g. `2024Q2`: each case at its latest
+version received by then, deleted-case lists up to then; reproduces an earlier report), `from_quarter` (study window:
+only cases first received in this quarter or later, report and background alike).
 
 **Failures**: a configuration or validation problem fails the task at once (no retry) with a one-line reason;
 fix it and *Clear* the task. A rerun never overwrites an earlier report folder.
@@ -59,7 +61,11 @@ def _list_param(enum: list[str] | None = None, **kw) -> Param:
                                   enum=[None, "openebgm", "conditional", "zero-inclusive"],
                                   description="MGPS likelihood for EBGM (empty: config)."),
          "cutoff_quarter": Param(None, type=["null", "string"], pattern=r"^\d{4}Q[1-4]$",
-                                 description="Data cut-off quarter, e.g. 2024Q2 (empty: all curated data)."),
+                                 description="Data cut-off quarter, e.g. 2024Q2: the database as it stood at "
+                                             "the end of it (empty: all curated data)."),
+         "from_quarter": Param(None, type=["null", "string"], pattern=r"^\d{4}Q[1-4]$",
+                               description="Study window start, e.g. 2019Q1: only cases first received in it or "
+                                           "later (empty: every case)."),
      })
 def ketamine_signals():
     @task(outlets=[REPORT])
@@ -72,7 +78,7 @@ def ketamine_signals():
         ctx = get_current_context()
         for event in [e for events in ctx["triggering_asset_events"].values() for e in events]:
             log.info("triggered by %s from %s: %s", event.asset.name, event.source_run_id, event.extra)
-        names = ("substances", "pt_groups", "roles", "mgps_likelihood", "cutoff_quarter")
+        names = ("substances", "pt_groups", "roles", "mgps_likelihood", "cutoff_quarter", "from_quarter")
         chosen = {k: ctx["params"].get(k) or None for k in names}  # empty list/string: use the config
         log.info("params (None = from config): %s", chosen)
         dd = DataDir.of(setting("FAERS_DATA_DIR"))

@@ -105,7 +105,7 @@ def build_spans(con: duckdb.DuckDBPyConnection) -> dict:
         FROM s LEFT JOIN kept k ON k.report_id = s.caseid AND k.primaryid = s.primaryid AND k.quarter = s.quarter""")
     for t in ("hist_rows", "hist_deleted", "hist_win"):
         con.execute(f"DROP TABLE {t}")
-    n, superseded = con.execute("SELECT count(*), count(*) FILTER (WHERE NOT is_final) FROM hist_spans").fetchone()
+    n, superseded = con.execute("SELECT count(*), count(*) FILTER (WHERE NOT is_final) FROM hist_spans").fetchall()[0]
     return {"versions": int(n), "superseded_versions": int(superseded)}
 
 

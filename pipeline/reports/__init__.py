@@ -3,11 +3,12 @@
 Public API (docs/CONTRACTS.md, "Reports")::
 
     build_report(data_dir, config, *, progress=False, substances=None, pt_groups=None, roles=None,
-                 mgps_likelihood=None, cutoff_quarter=None, force=False) -> dict
+                 mgps_likelihood=None, cutoff_quarter=None, from_quarter=None, force=False) -> dict
     focus_table_text(report_dir, substance=None, pt_group=None, pt=None, limit=None, top_pts=0) -> str
     register(subparsers)            # the `signals` and `show` CLI commands
 
-Modules: :mod:`.build` (statistics and the report folder), :mod:`.trend` (cumulative statistics by quarter),
+Modules: :mod:`.build` (statistics and the report folder), :mod:`.dating` (cut-off database, study window),
+:mod:`.trend` (statistics by quarter, each case at its version as of the quarter),
 :mod:`.html` + :mod:`.plots` (the self-contained ``report.html``), :mod:`.terminal` (aligned text tables),
 :mod:`.command` (CLI), :mod:`.airflow_plugin` (Airflow UI page). Column meanings: ``docs/report-columns.md``.
 """

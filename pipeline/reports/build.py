@@ -1,8 +1,8 @@
 """``build_report``: curated tables -> disproportionality statistics -> the report folder ``DIR/reports/<run_id>/``.
 
 What is counted (statistics.md §1): the unit is the de-duplicated report of the analysis population
-(``curated/reports.parquet`` with ``in_analysis``; with a cut-off, only reports whose kept version was published in
-a quarter <= the cut-off). A report is *exposed* to an ingredient or substance when one of its drugs maps to it in
+(``curated/reports.parquet`` with ``in_analysis``; a cut-off reads the database as it stood then, a from-quarter keeps
+the cases first received in it or later: :mod:`pipeline.reports.dating`). A report is *exposed* to an ingredient or substance when one of its drugs maps to it in
 one of the exposure roles (config ``[exposure] roles``, default PS+SS; the ``roles`` parameter overrides). Every
 report counts once per ingredient/substance, once per PT, once per PT group and once per pair.
 
@@ -178,7 +178,7 @@ def _as_list(v) -> list[str] | None:
 
 
 def resolve_params(config, *, substances=None, pt_groups=None, roles=None, mgps_likelihood=None,
-                   cutoff_quarter=None) -> dict:
+                   cutoff_quarter=None, from_quarter=None) -> dict:
     """Validate overrides against the config; return the effective parameters (JSON-able)."""
     from pipeline.quarters import Quarter
     from pipeline.stats import LIKELIHOODS
@@ -204,8 +204,11 @@ def resolve_params(config, *, substances=None, pt_groups=None, roles=None, mgps_
     if lik not in LIKELIHOODS:
         raise PipelineError(f"unknown MGPS likelihood {lik!r}; choose one of {', '.join(LIKELIHOODS)}")
     cut = str(Quarter.parse(cutoff_quarter)) if cutoff_quarter else None
+    start = str(Quarter.parse(from_quarter)) if from_quarter else None
+    if cut and start and start > cut:
+        raise PipelineError(f"--from-quarter {start} is after --cutoff-quarter {cut}: no case can be in the window")
     return {"substances": subs, "pt_groups": groups, "roles": role_list, "mgps_likelihood": lik,
-            "cutoff_quarter": cut}
+            "cutoff_quarter": cut, "from_quarter": start}
 
 
 def engine_thresholds(config) -> dict:
@@ -257,10 +260,10 @@ def to_table(df: pd.DataFrame, schema: pa.Schema) -> pa.Table:
 CURATED_FILES = ("reports", "report_ingredients", "report_pts", "funnel", "unmapped_drugs")
 
 
-def _check_curated(data_dir: DataDir) -> None:
-    missing = [n for n in CURATED_FILES if not (data_dir.curated / f"{n}.parquet").exists()]
+def _check_curated(cur: Path) -> None:
+    missing = [n for n in CURATED_FILES if not (cur / f"{n}.parquet").exists()]
     if missing:
-        raise PipelineError(f"no curated tables in {data_dir.curated} (missing {', '.join(missing)}.parquet); "
+        raise PipelineError(f"no curated tables in {cur} (missing {', '.join(missing)}.parquet); "
                             f"run `pipeline curate` first")
 
 
@@ -345,18 +348,19 @@ def _connect() -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _register_inputs(con, data_dir: DataDir, config, params: dict) -> dict:
-    """Temp tables ``pop``, ``bg_exp``, ``focus_exp``, ``evt`` (PTs) and ``gevt`` (PT groups); returns counts."""
+def _register_inputs(con, cur: Path, config, params: dict) -> dict:
+    """Temp tables ``pop``, ``bg_exp``, ``focus_exp``, ``evt`` (PTs) and ``gevt`` (PT groups); returns counts.
+
+    ``cur`` is the curated folder of the run's database (:func:`pipeline.reports.dating.curated_for`)."""
     from pipeline.curate.reactions import pt_groups_frame
 
-    cur = data_dir.curated
-    cut = params["cutoff_quarter"]
-    where_cut = f" AND quarter <= {_sql_str(cut)}" if cut else ""
+    start = params.get("from_quarter")
+    where_from = f" AND first_quarter >= {_sql_str(start)}" if start else ""
     roles = ", ".join(_sql_str(r) for r in params["roles"])
     con.execute(f"""
         CREATE TEMP TABLE pop AS
         SELECT report_id, quarter FROM read_parquet({_sql_str(cur / 'reports.parquet')})
-        WHERE in_analysis{where_cut}""")
+        WHERE in_analysis{where_from}""")
     con.execute(f"""
         CREATE TEMP TABLE ing AS
         SELECT i.report_id, i.ingredient, i.substance FROM read_parquet({_sql_str(cur / 'report_ingredients.parquet')}) i
@@ -384,9 +388,21 @@ def _register_inputs(con, data_dir: DataDir, config, params: dict) -> dict:
         SELECT e.report_id, {_sql_str(GROUP_PREFIX)} || g.pt_group AS event,
                bool_or(coalesce(e.is_indication, false)) AS is_indication
         FROM evt e JOIN cfg_groups g USING (pt_key) GROUP BY 1, 2""")
-    n_total = con.execute("SELECT count(*) FROM pop").fetchone()[0]
-    quarters = [r[0] for r in con.execute("SELECT DISTINCT quarter FROM pop ORDER BY 1").fetchall()]
+    n_total = con.execute("SELECT count(*) FROM pop").fetchall()[0][0]
+    # the database's quarters (those of its raw inputs), from the from-quarter on
+    quarters = sorted({str(r.get("quarter")) for r in (_read_json(cur / "manifest.json").get("inputs") or [])
+                       if r.get("quarter")})
+    if not quarters:
+        quarters = [r[0] for r in con.execute("SELECT DISTINCT quarter FROM pop ORDER BY 1").fetchall()]
+    quarters = [q for q in quarters if not start or q >= start] or quarters[-1:]
     return {"n_total": int(n_total), "quarters": quarters, "groups": groups}
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 SENTINEL_DRUG = "\x1fanalysis-population"
@@ -517,13 +533,14 @@ def _update_latest(reports: Path, run_id: str) -> str:
 
 
 def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: bool = False, substances=None,
-                 pt_groups=None, roles=None, mgps_likelihood=None, cutoff_quarter=None, force: bool = False,
-                 trend_top_pts: int = 5, now: dt.datetime | None = None) -> dict:
+                 pt_groups=None, roles=None, mgps_likelihood=None, cutoff_quarter=None, from_quarter=None,
+                 force: bool = False, trend_top_pts: int = 5, now: dt.datetime | None = None) -> dict:
     """Compute the statistics and write ``DIR/reports/<run_id>/``; return ``report_dir, run_id, changed, focus``.
 
     Parameters override the config: ``substances`` (subset of ketamine, esketamine, arketamine, norketamine,
     ketamine_family), ``pt_groups`` (subset of the configured groups), ``roles`` (exposure role codes),
-    ``mgps_likelihood``, ``cutoff_quarter`` (only reports whose kept version's quarter is <= it). When the curated
+    ``mgps_likelihood``, ``cutoff_quarter`` (the database as it stood at the end of that quarter), ``from_quarter``
+    (only cases first received in that quarter or later; :mod:`pipeline.reports.dating`). When the curated
     inputs, config, parameters and report code are those of the latest report, nothing is written and
     ``changed`` is False (``force=True`` rebuilds).
     """
@@ -531,15 +548,21 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
 
     from pipeline.reports import trend as trend_mod
 
+    from pipeline.reports import dating
+
     data_dir = data_dir if isinstance(data_dir, DataDir) else DataDir.of(data_dir)
-    _check_curated(data_dir)
     params = resolve_params(config, substances=substances, pt_groups=pt_groups, roles=roles,
-                            mgps_likelihood=mgps_likelihood, cutoff_quarter=cutoff_quarter)
+                            mgps_likelihood=mgps_likelihood, cutoff_quarter=cutoff_quarter, from_quarter=from_quarter)
     params["trend_top_pts"] = int(trend_top_pts)
-    cur_manifest_path = data_dir.curated / "manifest.json"
+    if not params["cutoff_quarter"]:
+        _check_curated(data_dir.curated)
+    cur = dating.curated_for(data_dir, config, params["cutoff_quarter"], progress=progress)
+    _check_curated(cur)
+    cur_manifest_path = cur / "manifest.json"
     cur_manifest = json.loads(cur_manifest_path.read_text()) if cur_manifest_path.exists() else {}
     cur_manifest_sha = sha256_file(cur_manifest_path) if cur_manifest_path.exists() else None
-    curated_shas = {f"{n}.parquet": sha256_file(data_dir.curated / f"{n}.parquet") for n in CURATED_FILES}
+    curated_shas = {f"{n}.parquet": sha256_file(cur / f"{n}.parquet") for n in CURATED_FILES + trend_mod.HISTORY_FILES
+                    if (cur / f"{n}.parquet").exists()}
     fingerprint = _fingerprint(cur_manifest_sha or "", curated_shas, config, params)
 
     latest = latest_report_dir(data_dir)
@@ -569,12 +592,13 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
     try:
         # 1. population and exposures
         bar.set_postfix_str("load")
-        info = _register_inputs(con, data_dir, config, params)
+        info = _register_inputs(con, cur, config, params)
         n_total = info["n_total"]
         if n_total == 0:
             raise PipelineError("signals: the analysis population is empty"
                                 + (f" up to {params['cutoff_quarter']}" if params["cutoff_quarter"] else "")
-                                + f" (curated tables in {data_dir.curated})")
+                                + (f" from {params['from_quarter']}" if params["from_quarter"] else "")
+                                + f" (curated tables in {cur})")
         quarters = info["quarters"]
         data_cutoff = quarters[-1]
         bar.update()
@@ -604,7 +628,7 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
         # 4. trend
         bar.set_postfix_str("trend")
         trend = trend_mod.cumulative_trend(con, signals, params, config, fit, quarters,
-                                           group_prefix=GROUP_PREFIX)
+                                           group_prefix=GROUP_PREFIX, curated=cur)
         bar.update()
 
         # 5. write the folder in staging
@@ -622,8 +646,8 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
                       metadata={**meta, "faers.table": "all_pairs"})
         trend_schema = stats_schema((("quarter", DICT_STRING),))
         write_parquet(to_table(trend, trend_schema), staging / "trend.parquet",
-                      metadata={**meta, "faers.table": "trend", "faers.trend_basis": trend_mod.BASIS})
-        funnel = _funnel(con, data_dir, params, n_total, signals)
+                      metadata={**meta, "faers.table": "trend", "faers.trend_basis": trend_mod.basis(cur)})
+        funnel = _funnel(con, cur, params, n_total, signals)
         write_parquet(pa.Table.from_pandas(funnel, schema=FUNNEL_SCHEMA, preserve_index=False),
                       staging / "funnel.parquet", metadata={**meta, "faers.table": "funnel"})
         bar.update()
@@ -634,7 +658,7 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
         validation = _validate(staging, signals, all_pairs, mgps, config)
         inputs = _ingest_inputs(data_dir, cur_manifest)
         synthetic = detect_synthetic(data_dir, inputs)
-        unmapped = pq.read_table(data_dir.curated / "unmapped_drugs.parquet").to_pandas()
+        unmapped = pq.read_table(cur / "unmapped_drugs.parquet").to_pandas()
         manifest = {
             "run_id": run_id,
             "created_at": now.isoformat(timespec="seconds"),
@@ -645,6 +669,7 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
             "synthetic": synthetic["synthetic"],
             "synthetic_evidence": synthetic["evidence"],
             "parameters": params,
+            "dating": dating.describe(params, cur, data_dir),
             "inputs": {
                 "curated_manifest_sha256": cur_manifest_sha,
                 "curated_files_sha256": curated_shas,
@@ -667,7 +692,7 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
             "mgps": {**mgps, "fitted_on": f"all_pairs: every ingredient x PT pair with a >= 1 "
                                           f"({bg_counts.num_rows:,} pairs), report level",
                      "applied_to": "all_pairs, signals and trend rows (one prior per report)"},
-            "trend": {"basis": trend_mod.BASIS, "top_pts_per_substance": int(trend_top_pts),
+            "trend": {"basis": trend_mod.basis(cur), "top_pts_per_substance": int(trend_top_pts),
                       "prior": "the report's MGPS prior (not refitted per quarter)"},
             "validation": _validation_brief(validation),
             "counts": {
@@ -741,20 +766,26 @@ def _validation_brief(v: dict) -> dict:
     return {k: v[k] for k in keep if k in v}
 
 
-def _funnel(con, data_dir: DataDir, params: dict, n_total: int, signals: pd.DataFrame) -> pd.DataFrame:
+def _funnel(con, cur: Path, params: dict, n_total: int, signals: pd.DataFrame) -> pd.DataFrame:
     """The curated funnel (stage ``curate``) plus the report's own steps (stage ``report``)."""
-    cur = pq.read_table(data_dir.curated / "funnel.parquet").to_pandas()
+    from pipeline.reports.dating import CUTOFF_RULE, FROM_RULE
+
+    curated = pq.read_table(cur / "funnel.parquet").to_pandas()
     rows = [{"step": int(r.step), "stage": "curate", "name": r.name, "reports_in": int(r.reports_in),
-             "reports_out": int(r.reports_out), "reason": r.reason} for r in cur.itertuples()]
+             "reports_out": int(r.reports_out), "reason": r.reason} for r in curated.itertuples()]
     step = max([r["step"] for r in rows], default=0)
-    analysis = con.execute(f"SELECT count(*) FROM read_parquet({_sql_str(data_dir.curated / 'reports.parquet')}) "
-                           f"WHERE in_analysis").fetchone()[0]
-    cut = params["cutoff_quarter"]
+    analysis = con.execute(f"SELECT count(*) FROM read_parquet({_sql_str(cur / 'reports.parquet')}) "
+                           f"WHERE in_analysis").fetchall()[0][0]
+    cut, start = params["cutoff_quarter"], params.get("from_quarter")
     step += 1
     rows.append({"step": step, "stage": "report", "name": "data cut-off", "reports_in": int(analysis),
-                 "reports_out": int(n_total),
-                 "reason": (f"kept version published in a quarter <= {cut}" if cut else
+                 "reports_out": int(analysis),
+                 "reason": (CUTOFF_RULE.format(q=cut) + "; the curate steps above are that database's" if cut else
                             "no cut-off: every quarter of the curated tables")})
+    step += 1
+    rows.append({"step": step, "stage": "report", "name": "study window", "reports_in": int(analysis),
+                 "reports_out": int(n_total),
+                 "reason": FROM_RULE.format(q=start) if start else "no from-quarter: every case"})
     fam = signals.loc[signals["substance"] == FAMILY, "n_drug"]
     if len(fam):
         step += 1

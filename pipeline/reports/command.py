@@ -23,7 +23,7 @@ def cmd_signals(args) -> int:
     result = build_report(DataDir.of(args.data_dir), config, progress=not getattr(args, "quiet", False),
                           substances=_csv(args.substances), pt_groups=_csv(args.pt_groups), roles=_csv(args.roles),
                           mgps_likelihood=args.mgps_likelihood, cutoff_quarter=args.cutoff_quarter,
-                          force=args.force)
+                          from_quarter=args.from_quarter, force=args.force)
     if result["changed"]:
         print(f"signals: report {result['run_id']} written to {result['report_dir']}")
     else:
@@ -64,7 +64,12 @@ def register(subparsers) -> None:
     p.add_argument("--roles", help="comma list of exposure role codes (PS, SS, C, I; default: config)")
     p.add_argument("--mgps-likelihood", choices=("openebgm", "conditional", "zero-inclusive"),
                    help="MGPS prior likelihood (default: config)")
-    p.add_argument("--cutoff-quarter", help="use only reports published up to this quarter, e.g. 2024Q2")
+    p.add_argument("--cutoff-quarter", metavar="Q",
+                   help="the database as it stood at the end of quarter Q, e.g. 2024Q2: each case at its latest "
+                        "version received by Q, deleted-case lists up to Q only, duplicate flags re-derived")
+    p.add_argument("--from-quarter", metavar="Q",
+                   help="study window: only cases first received in quarter Q or later (init_fda_dt, else the "
+                        "first quarterly file carrying the case), report and background alike")
     p.add_argument("--force", action="store_true", help="rebuild even when inputs and parameters are unchanged")
 
     h = "print a slice of the latest report (default: every substance x PT group)"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.reports import plots
+from pipeline.reports.dating import methods_text
 from pipeline.reports.trend import first_crossing
 
 CSS = (Path(__file__).with_name("report.css")).read_text(encoding="utf-8")
@@ -327,9 +328,10 @@ def _methods(m: dict, config) -> str:
 <dl class="methods">
 <dt>Counting unit</dt><dd>{escape(m["counting_unit"])}. <code>n_total</code> = {fmt(m["counts"]["analysis_population"], "int")}
 reports with ≥ 1 drug and ≥ 1 PT in the analysis population (<code>curated/reports.in_analysis</code>
-{"up to " + escape(p["cutoff_quarter"]) if p["cutoff_quarter"] else "for every quarter"}).
+{"as of " + escape(p["cutoff_quarter"]) if p["cutoff_quarter"] else "for every quarter"}).
 a = substance and event, b = substance without event, c = event without substance, d = neither; E = n_drug·n_event/n_total.
 A report counts once for a PT group if it has any PT of the group.</dd>
+<dt>Dating</dt><dd>{escape(methods_text(m.get("dating")))} Trend: {escape(m["trend"]["basis"])}.</dd>
 <dt>Case definition</dt><dd>{escape(m.get("case_definition") or "")}: {escape(config.case_definition_description)}</dd>
 <dt>Role rule</dt><dd>{escape(m["role_rule"]["rule"])}. <code>ketamine_family</code> = any of ketamine, esketamine,
 arketamine, norketamine.</dd>

@@ -1,20 +1,40 @@
-"""Cumulative statistics by quarter for the focus pairs (``trend.parquet``).
+"""Statistics by quarter for the focus pairs (``trend.parquet``): the database as it stood at each quarter's end.
 
-For each quarter Q of the analysis population, the 2x2 tables are recounted on the reports whose kept version was
-published in a quarter <= Q (``curated/reports.quarter``: the FAERS quarterly file that carried the kept version),
-so the last quarter's row equals the report's own row. Pairs: every focus substance x every selected PT group, and
-each substance's top PTs ranked by the ROR lower bound (a >= the ROR rule's minimum). The MGPS prior is the
-report's (fitted once on the full background); it is not refitted per quarter. An analyst reads the first quarter
-a flag turned True (:func:`first_crossing`).
+The row for quarter q counts each case at its version as of q (``curated/versions.parquet``: the version the
+curation rules keep when only the quarterly files <= q exist, deleted-case lists of quarters <= q applied;
+:mod:`pipeline.curate.history`), with that version's drugs and PTs. Two inputs come from the report's own
+database rather than from each quarter's: the cross-case duplicate flags (recomputing them per quarter would cost
+one curation per quarter) and the drug-name vocabulary. A case deleted after q counts at q. The last quarter's row
+equals the report's own row. With a from-quarter, only cases first received in it or later, and quarters from it
+on. Pairs: every focus substance x every selected PT group, and each substance's top PTs ranked by the ROR lower
+bound (a >= the ROR rule's minimum). The MGPS prior is the report's (fitted once on the full background); it is not
+refitted per quarter. An analyst reads the first quarter a flag turned True (:func:`first_crossing`).
+
+A curated folder without version tables (older curations, hand-made fixtures) counts each report from the quarter
+of its kept version on.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
-BASIS = ("cumulative by FAERS publication quarter of the kept case version (curated reports.quarter); "
-         "quarter Q = all reports published up to and including Q")
+HISTORY_FILES = ("versions", "version_ingredients", "version_pts")
+BASIS = ("each quarter q: every case at its version as of q (latest version received by q, deleted-case lists "
+         "of quarters <= q); duplicate flags and drug vocabulary from the report's database")
+BASIS_NO_HISTORY = ("cumulative by FAERS publication quarter of the kept case version (curated reports.quarter); "
+                    "quarter Q = all reports published up to and including Q")
+
+
+def has_history(curated: Path | None) -> bool:
+    return curated is not None and all((Path(curated) / f"{n}.parquet").exists() for n in HISTORY_FILES)
+
+
+def basis(curated: Path | None) -> str:
+    """What a trend row counts, for the manifest and the Parquet metadata."""
+    return BASIS if has_history(curated) else BASIS_NO_HISTORY
 
 
 def top_pts(signals: pd.DataFrame, n: int, min_a: int) -> pd.DataFrame:
@@ -28,8 +48,79 @@ def top_pts(signals: pd.DataFrame, n: int, min_a: int) -> pd.DataFrame:
     return pts.groupby("substance", sort=False).head(n)[["substance", "pt"]].reset_index(drop=True)
 
 
+def _sql_str(x) -> str:
+    return "'" + str(x).replace("'", "''") + "'"
+
+
+def _register_versions(con, curated: Path | None, params: dict, config, group_prefix: str) -> None:
+    """Temp tables ``tv`` (version spans in the population), ``texp`` (version, drug), ``tevt`` (version, event).
+
+    Final versions reuse the report's ``focus_exp`` and ``tev``; superseded ones map their own ingredients/PTs with
+    the same role, substance and PT-group rules."""
+    if not has_history(curated):
+        con.execute("""CREATE OR REPLACE TEMP TABLE tv AS
+                       SELECT report_id AS version_id, report_id, true AS is_final, quarter AS valid_from,
+                              NULL::VARCHAR AS valid_to FROM pop""")
+        con.execute("CREATE OR REPLACE TEMP TABLE texp AS SELECT report_id AS version_id, drug FROM focus_exp")
+        con.execute("CREATE OR REPLACE TEMP TABLE tevt AS SELECT report_id AS version_id, event FROM tev")
+        return
+    from pipeline.reports.build import FAMILY
+
+    f = lambda n: _sql_str(Path(curated) / f"{n}.parquet")  # noqa: E731
+    start = params.get("from_quarter")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE tv AS
+        SELECT version_id, report_id, is_final, valid_from, valid_to FROM read_parquet({f('versions')})
+        WHERE in_analysis{f" AND first_quarter >= {_sql_str(start)}" if start else ""}""")
+    roles = ", ".join(_sql_str(r) for r in params["roles"])
+    singles = [s for s in params["substances"] if s != FAMILY]
+    parts = ["SELECT v.version_id, f.drug FROM tv v JOIN focus_exp f USING (report_id) WHERE v.is_final"]
+    vi = (f"(SELECT i.version_id, i.substance FROM read_parquet({f('version_ingredients')}) i "
+          f"SEMI JOIN tv ON tv.version_id = i.version_id AND NOT tv.is_final WHERE i.role_cod IN ({roles}))")
+    if singles:
+        parts.append(f"SELECT DISTINCT version_id, substance FROM {vi} "
+                     f"WHERE substance IN ({', '.join(_sql_str(s) for s in singles)})")
+    if FAMILY in params["substances"]:
+        parts.append(f"SELECT DISTINCT version_id, '{FAMILY}' FROM {vi} "
+                     f"WHERE substance IN ({', '.join(_sql_str(s) for s in config.substances)})")
+    con.execute("CREATE OR REPLACE TEMP TABLE texp AS " + " UNION ALL ".join(parts))
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE tevt AS
+        SELECT v.version_id, t.event FROM tv v JOIN tev t USING (report_id) WHERE v.is_final
+        UNION ALL
+        SELECT * FROM (
+            WITH p AS (SELECT DISTINCT p.version_id, p.pt, p.pt_key FROM read_parquet({f('version_pts')}) p
+                       SEMI JOIN tv ON tv.version_id = p.version_id AND NOT tv.is_final)
+            SELECT version_id, pt AS event FROM p
+            UNION ALL SELECT DISTINCT p.version_id, {_sql_str(group_prefix)} || g.pt_group FROM p
+                      JOIN cfg_groups g USING (pt_key))
+        WHERE event IN (SELECT event FROM trend_wanted)""")
+
+
+def _span_counts(df: pd.DataFrame, keys: list[str], quarters: list[str]) -> dict:
+    """{key: counts per quarter} from rows (keys..., valid_from, valid_to, n): n counts in [valid_from, valid_to)."""
+    out: dict = {}
+    if df.empty:
+        return out
+    nq = len(quarters)
+    qs = np.asarray(quarters, dtype=object)
+    lo = np.searchsorted(qs, df["valid_from"].to_numpy(object), side="left")
+    to = df["valid_to"].to_numpy(object)
+    hi = np.where(pd.isna(to), nq, np.searchsorted(qs, np.where(pd.isna(to), "", to).astype(object), side="left"))
+    n = df["n"].to_numpy(np.int64)
+    key = pd.MultiIndex.from_frame(df[keys]) if len(keys) > 1 else pd.Index(df[keys[0]])
+    codes, uniques = pd.factorize(key)
+    diff = np.zeros((len(uniques), nq + 1), dtype=np.int64)
+    np.add.at(diff, (codes, lo), n)
+    np.add.at(diff, (codes, hi), -n)
+    counts = np.cumsum(diff[:, :nq], axis=1)
+    for i, k in enumerate(uniques):
+        out[k] = counts[i]
+    return out
+
+
 def cumulative_trend(con, signals: pd.DataFrame, params: dict, config, fit, quarters: list[str], *,
-                     group_prefix: str) -> pd.DataFrame:
+                     group_prefix: str, curated: Path | None = None) -> pd.DataFrame:
     """Trend rows: one per (quarter, substance, PT or PT group); statistics as in ``signals.parquet``."""
     from pipeline.reports.build import _split_events, score
 
@@ -47,36 +138,23 @@ def cumulative_trend(con, signals: pd.DataFrame, params: dict, config, fit, quar
         CREATE OR REPLACE TEMP TABLE tev AS
         SELECT report_id, event FROM evt WHERE event IN (SELECT event FROM trend_wanted)
         UNION ALL SELECT report_id, event FROM gevt WHERE event IN (SELECT event FROM trend_wanted)""")
-    n_total = con.sql("SELECT quarter, count(*)::BIGINT AS n FROM pop GROUP BY 1").df()
-    n_drug = con.sql("""SELECT f.drug, p.quarter, count(*)::BIGINT AS n FROM focus_exp f JOIN pop p USING (report_id)
-                        GROUP BY 1, 2""").df()
-    n_event = con.sql("""SELECT t.event, p.quarter, count(*)::BIGINT AS n FROM tev t JOIN pop p USING (report_id)
-                         GROUP BY 1, 2""").df()
-    a = con.sql("""SELECT f.drug, t.event, p.quarter, count(*)::BIGINT AS n
-                   FROM focus_exp f JOIN tev t USING (report_id) JOIN pop p USING (report_id)
-                   SEMI JOIN trend_wanted w ON w.drug = f.drug AND w.event = t.event
-                   GROUP BY 1, 2, 3""").df()
+    _register_versions(con, curated, params, config, group_prefix)
+    n_total = con.sql("SELECT valid_from, valid_to, count(*)::BIGINT AS n FROM tv GROUP BY ALL").df()
+    n_drug = con.sql("""SELECT x.drug, v.valid_from, v.valid_to, count(*)::BIGINT AS n
+                        FROM texp x JOIN tv v USING (version_id) GROUP BY ALL""").df()
+    n_event = con.sql("""SELECT t.event, v.valid_from, v.valid_to, count(*)::BIGINT AS n
+                         FROM tevt t JOIN tv v USING (version_id) GROUP BY ALL""").df()
+    a = con.sql("""SELECT x.drug, t.event, v.valid_from, v.valid_to, count(*)::BIGINT AS n
+                   FROM texp x JOIN tevt t USING (version_id) JOIN tv v USING (version_id)
+                   SEMI JOIN trend_wanted w ON w.drug = x.drug AND w.event = t.event
+                   GROUP BY ALL""").df()
     con.unregister("trend_wanted")
 
-    qidx = {q: i for i, q in enumerate(quarters)}
     nq = len(quarters)
-
-    def cum(df: pd.DataFrame, keys: list[str]) -> dict:
-        out: dict = {}
-        if df.empty:
-            return out
-        for k, g in df.groupby(keys, sort=False):
-            v = np.zeros(nq, dtype=np.int64)
-            np.add.at(v, g["quarter"].map(qidx).to_numpy(), g["n"].to_numpy(np.int64))
-            key = k if len(keys) > 1 else (k[0] if isinstance(k, tuple) else k)
-            out[key] = np.cumsum(v)
-        return out
-
-    tot = np.zeros(nq, dtype=np.int64)
-    np.add.at(tot, n_total["quarter"].map(qidx).to_numpy(), n_total["n"].to_numpy(np.int64))
-    tot = np.cumsum(tot)
-    c_drug, c_event, c_a = cum(n_drug, ["drug"]), cum(n_event, ["event"]), cum(a, ["drug", "event"])
     zero = np.zeros(nq, dtype=np.int64)
+    tot = _span_counts(n_total.assign(k=0), ["k"], quarters).get(0, zero)
+    c_drug, c_event = _span_counts(n_drug, ["drug"], quarters), _span_counts(n_event, ["event"], quarters)
+    c_a = _span_counts(a, ["drug", "event"], quarters)
     rows = []
     for d, e in wanted.itertuples(index=False):
         rows.append(pd.DataFrame({
@@ -84,6 +162,10 @@ def cumulative_trend(con, signals: pd.DataFrame, params: dict, config, fit, quar
             "a": c_a.get((d, e), zero), "n_drug": c_drug.get(d, zero), "n_event": c_event.get(e, zero),
             "n_total": tot}))
     counts = pd.concat(rows, ignore_index=True)
+    # quarters before any case is in the window have n_total = 0: the engine needs n_total >= 1
+    counts = counts[counts["n_total"] > 0]
+    if counts.empty:
+        return _empty(config, fit)
     # the engine needs one row per (drug, event): make the quarter part of the event key, then split it off
     keyed = counts.assign(event=counts["quarter"] + "\x1e" + counts["event"])
     res = score(keyed.drop(columns=["quarter"]), config, fit)

@@ -66,7 +66,8 @@ def test_ketamine_signals_shape(dagbag):
     [t] = dag.tasks
     assert t.task_id == "build_signals_report" and t.retries == 0
     assert [a.name for a in t.outlets] == ["faers_signals_report"]
-    assert set(dag.params) == {"substances", "pt_groups", "roles", "mgps_likelihood", "cutoff_quarter"}
+    assert set(dag.params) == {"substances", "pt_groups", "roles", "mgps_likelihood", "cutoff_quarter",
+                               "from_quarter"}
 
 
 def test_curated_asset_is_the_same_in_both_dags(dagbag):
@@ -82,9 +83,10 @@ def test_params_defaults_valid_and_bad_values_rejected(dagbag):
     for name in sig:  # an asset-triggered run uses the defaults: all must validate (None = from config)
         assert sig.get_param(name).resolve() is None
     assert sig.get_param("cutoff_quarter").resolve("2024Q2") == "2024Q2"
+    assert sig.get_param("from_quarter").resolve("2019Q1") == "2019Q1"
     assert sig.get_param("substances").resolve(["esketamine", "ketamine_family"]) == ["esketamine", "ketamine_family"]
     assert sig.get_param("mgps_likelihood").resolve("conditional") == "conditional"
-    for name, bad in [("cutoff_quarter", "2024Q5"), ("substances", ["cocaine"]), ("roles", ["XX"]),
+    for name, bad in [("cutoff_quarter", "2024Q5"), ("from_quarter", "2019-1"), ("substances", ["cocaine"]), ("roles", ["XX"]),
                       ("mgps_likelihood", "gps"), ("substances", "ketamine")]:
         with pytest.raises(ParamValidationError):
             sig.get_param(name).resolve(bad)

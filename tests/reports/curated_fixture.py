@@ -87,7 +87,7 @@ def make_curated(root: Path, *, n_reports: int = 2500, seed: int = 7, synthetic_
         "age_band": ["18-44"] * n, "sex": ["F"] * n, "reporter_country": ["US"] * n, "occp_cod": ["MD"] * n,
         "receipt_year": [int(r[1][:4]) for r in reports], "has_drug": [True] * n, "has_pt": [True] * n,
         "dup_group_id": [None] * n, "dup_rule": [None] * n, "is_dup_kept": [r[2] for r in reports],
-        "in_analysis": [r[2] for r in reports]})
+        "in_analysis": [r[2] for r in reports], "first_quarter": [r[1] for r in reports]})
     ing = tbl("report_ingredients", {
         "report_id": [r[0] for r in ingredients], "ingredient": [r[1] for r in ingredients],
         "substance": [r[2] for r in ingredients], "role_cod": [r[3] for r in ingredients],
@@ -119,9 +119,13 @@ def make_curated(root: Path, *, n_reports: int = 2500, seed: int = 7, synthetic_
 
 
 def brute_counts(rows: dict, groups: dict[str, list[str]], *, roles=("PS", "SS"), cutoff: str | None = None,
-                 substances=("ketamine", "esketamine", "arketamine", "norketamine", "ketamine_family")):
-    """Plain-python report-level counts: {(substance, ('pt', PT) | ('group', g)): (a, n_drug, n_event, n_total)}."""
-    pop = {rid for rid, q, ok in rows["reports"] if ok and (cutoff is None or q <= cutoff)}
+                 substances=("ketamine", "esketamine", "arketamine", "norketamine", "ketamine_family"),
+                 from_quarter: str | None = None):
+    """Plain-python report-level counts: {(substance, ('pt', PT) | ('group', g)): (a, n_drug, n_event, n_total)}.
+
+    ``cutoff``: reports of quarters <= it; ``from_quarter``: reports first received (here: their quarter) >= it."""
+    pop = {rid for rid, q, ok in rows["reports"]
+           if ok and (cutoff is None or q <= cutoff) and (from_quarter is None or q >= from_quarter)}
     exposed: dict[str, set] = {s: set() for s in substances}
     for rid, ing, sub, role, _ in rows["ingredients"]:
         if rid in pop and role in roles and sub is not None:

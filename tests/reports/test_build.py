@@ -257,24 +257,26 @@ def test_cutoff_and_overrides(fresh, config):
     from pipeline.reports import build_report
 
     root, rows = fresh
-    res = build_report(root, config, cutoff_quarter="2023Q4", substances=["esketamine", "ketamine_family"],
+    res = build_report(root, config, from_quarter="2023Q4", substances=["esketamine", "ketamine_family"],
                        pt_groups="dissociation,hypertension", roles=["PS"], mgps_likelihood="conditional")
     d = report_dir(res)
     m = _manifest(d)
-    assert m["data_cutoff"] == "2023Q4" and m["quarters"][-1] == "2023Q4"
+    assert m["data_cutoff"] == "2024Q4" and m["quarters"][0] == "2023Q4"
     assert m["parameters"] == {"substances": ["esketamine", "ketamine_family"],
                                "pt_groups": ["dissociation", "hypertension"], "roles": ["PS"],
-                               "mgps_likelihood": "conditional", "cutoff_quarter": "2023Q4", "trend_top_pts": 5}
+                               "mgps_likelihood": "conditional", "cutoff_quarter": None, "from_quarter": "2023Q4",
+                               "trend_top_pts": 5}
+    assert m["dating"]["from_quarter"] == "2023Q4" and m["dating"]["cutoff_quarter"] is None
     assert m["mgps"]["likelihood"] == "conditional"
     sig = pd.read_parquet(d / "signals.parquet")
     assert set(sig["substance"].astype(str)) == {"esketamine", "ketamine_family"}
     assert set(sig["pt_group"].dropna().astype(str)) == {"dissociation", "hypertension"}
-    brute = brute_counts(rows, _groups(config, ["dissociation", "hypertension"]), roles=("PS",), cutoff="2023Q4",
-                         substances=("esketamine", "ketamine_family"))
+    brute = brute_counts(rows, _groups(config, ["dissociation", "hypertension"]), roles=("PS",),
+                         from_quarter="2023Q4", substances=("esketamine", "ketamine_family"))
     g = sig[sig["pt_group"].notna()]
     for r in g.itertuples():
         assert (r.a, r.n_drug, r.n_event, r.n_total) == brute[(str(r.substance), ("group", str(r.pt_group)))]
-    assert pq.read_schema(d / "signals.parquet").metadata[b"faers.data_cutoff"] == b"2023Q4"
+    assert pq.read_schema(d / "signals.parquet").metadata[b"faers.data_cutoff"] == b"2024Q4"
 
 
 def test_bad_parameters(fresh, config):
@@ -290,8 +292,14 @@ def test_bad_parameters(fresh, config):
         build_report(root, config, mgps_likelihood="nope")
     with pytest.raises(PipelineError, match="not a quarter"):
         build_report(root, config, cutoff_quarter="2024-3")
-    with pytest.raises(PipelineError, match="empty"):
+    with pytest.raises(PipelineError, match="raw tables"):  # a cut-off rebuilds the database from DIR/raw
         build_report(root, config, cutoff_quarter="2020Q1")
+    with pytest.raises(PipelineError, match="not a quarter"):
+        build_report(root, config, from_quarter="2024-3")
+    with pytest.raises(PipelineError, match="after --cutoff-quarter"):
+        build_report(root, config, from_quarter="2024Q3", cutoff_quarter="2024Q1")
+    with pytest.raises(PipelineError, match="empty"):
+        build_report(root, config, from_quarter="2031Q1")
     with pytest.raises(PipelineError, match="curate"):
         build_report(root / "nowhere", config)
     assert not (root / "reports").exists() or not any((root / "reports").iterdir())
