@@ -601,6 +601,7 @@ def make_curated(root: Path, n_demo: int = 200) -> tuple[DataDir, dict]:
         "has_drug": True, "has_pt": ~demo["caseid_int"].isin(no_pt), "dup_group_id": None, "dup_rule": None,
         "is_dup_kept": True})
     reports["in_analysis"] = reports["has_drug"] & reports["has_pt"]
+    reports["first_quarter"] = "2024Q1"
     case_of = dict(zip(demo["primaryid_int"], demo["caseid_int"]))
     ing = pd.DataFrame({"report_id": drug["primaryid_int"].map(case_of), "ingredient": drug["drugname"].str.rstrip("."),
                         "role_cod": drug["role_cod"]}).drop_duplicates()

@@ -355,6 +355,9 @@ def _register_inputs(con, cur: Path, config, params: dict) -> dict:
     from pipeline.curate.reactions import pt_groups_frame
 
     start = params.get("from_quarter")
+    if start and "first_quarter" not in pq.read_schema(cur / "reports.parquet").names:
+        raise PipelineError(f"--from-quarter needs curated reports with first_quarter; {cur} predates it "
+                            f"(run `pipeline curate`)")
     where_from = f" AND first_quarter >= {_sql_str(start)}" if start else ""
     roles = ", ".join(_sql_str(r) for r in params["roles"])
     con.execute(f"""
