@@ -8,6 +8,7 @@
     DIR/quarantine/quarter=YYYYQn/lines.parquet rejected lines: file, line number, raw bytes, reason
     DIR/validation/...                          Great Expectations results (JSON) and Data Docs
     DIR/curated/                                case-level analysis tables + funnel
+    DIR/curated_asof/<Q>/                       the same for the database as it stood at the end of quarter Q
     DIR/reports/<run_id>/, DIR/reports/latest   report folders
 """
 
