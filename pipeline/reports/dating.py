@@ -78,8 +78,8 @@ def methods_text(dating: dict | None) -> str:
     """Plain-text paragraph for the report's methods section."""
     if not dating:
         return "Every ingested quarter; every case."
-    return (f"Database: {dating['database']}. Cases: {dating['study_window']}. "
-            f"Curated tables read: {dating['curated_dir']}.")
+    cap = lambda t: t[:1].upper() + t[1:]  # noqa: E731
+    return f"{cap(dating['database'])}. {cap(dating['study_window'])}. Curated tables read: {dating['curated_dir']}."
 
 
 __all__ = ["curated_for", "describe", "methods_text", "raw_quarters", "CUTOFF_RULE", "FROM_RULE"]
