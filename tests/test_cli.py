@@ -39,3 +39,17 @@ def test_bad_input_one_line_nonzero(tmp_path, args, message):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_os_error_has_its_own_exit_code(tmp_path):
+    """A file where the data folder should be is an OS error (6), told apart from a failed validation (5)."""
+    from pipeline.errors import OS_ERROR_EXIT
+    from pipeline.quality import ValidationFailed
+
+    blocker = tmp_path / "data"
+    blocker.write_text("not a folder")
+    proc = _run("sample", "--out", str(blocker / "mirror"), "--quarters", "2024Q1", "--reports-per-quarter", "50")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == OS_ERROR_EXIT == 6, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert ValidationFailed.exit_code == 5 != OS_ERROR_EXIT

@@ -49,16 +49,19 @@ def select_rows(signals: pd.DataFrame, substance=None, pt_group=None, pt=None, t
             g = g[g["pt_group"].astype(str).isin(groups)]
         parts.insert(0, g)
     if top_pts and top_pts > 0:
-        t = df[df["pt"].notna() & (df["a"] >= min_a)].copy()
-        t["_lo"] = t["ror_lo"].astype(float).fillna(-math.inf)
-        t = t.sort_values(["substance", "_lo"], ascending=[True, False], kind="mergesort")
-        parts.append(t.groupby("substance", sort=False).head(int(top_pts)).drop(columns="_lo"))
+        from pipeline.reports.ranking import top_pts as ranked
+
+        for s in dict.fromkeys(df["substance"].astype(str)):
+            parts.append(ranked(df, s, int(top_pts), min_a))
     out = pd.concat(parts) if parts else df.iloc[0:0]
     out = out[~out.index.duplicated()]
     order = {s: i for i, s in enumerate(dict.fromkeys(signals["substance"].astype(str)))}
+    # PT rows in the order of ranking.top_pts (ROR lower bound, IC lower bound, name), as on the page
     out = out.assign(_s=out["substance"].astype(str).map(order), _k=out["pt"].notna().astype(int),
-                     _lo=-out["ror_lo"].astype(float).fillna(-math.inf))
-    return out.sort_values(["_s", "_k", "_lo"], kind="mergesort").drop(columns=["_s", "_k", "_lo"])
+                     _lo=-out["ror_lo"].astype(float).fillna(-math.inf),
+                     _ic=-out["ic025"].astype(float).fillna(-math.inf), _pt=out["pt"].astype(str))
+    keys = ["_s", "_k", "_lo", "_ic", "_pt"]
+    return out.sort_values(keys, kind="mergesort").drop(columns=keys)
 
 
 def format_table(rows: pd.DataFrame, conf_label: str = "95% CI") -> str:
