@@ -3,7 +3,13 @@
 Anything raised as :class:`PipelineError` is printed by the CLI as one line and
 turned into a non-zero exit code; everything else is a bug and keeps its traceback
 (shown with ``--debug``).
+
+Exit codes: 2 bad input or configuration, 3 source, 4 ingest, 5 validation failed (critical expectation),
+6 operating-system error (disk full, permission denied, missing file), 130 interrupted.
 """
+
+#: exit code of an ``OSError`` the CLI reports as one line (not a :class:`PipelineError`)
+OS_ERROR_EXIT = 6
 
 
 class PipelineError(Exception):

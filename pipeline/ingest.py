@@ -1,6 +1,6 @@
 """Ingest: landing zips -> canonical raw Parquet tables, one file per table per quarter.
 
-Rules (``shared/domain/faers_format.md`` §2-7):
+Rules:
 
 * Members are matched case-insensitively (``ascii/`` or ``ASCII/``, ``.txt`` or ``.TXT``, ``_new``
   files); any ``.txt`` whose path contains ``delet`` is a deleted-case list; every other member is
@@ -63,7 +63,6 @@ log = logging.getLogger(__name__)
 
 ZIP_NAME = re.compile(r"(?i)^(?:f?aers)_ascii_(\d{4})q([1-4])\.zip$")
 DATA_MEMBER = re.compile(r"(?i)(?:^|/)(DEMO|DRUG|REAC|OUTC|RPSR|THER|INDI)(\d\d)Q([1-4])(_new)?\.txt$")
-DELETED_MEMBER = re.compile(r"(?i)delet[^/]*\.txt$|(?:^|/)delet[^/]*/[^/]+\.txt$")
 
 #: Refuse archives that would unpack to more than this (a real quarter is ~0.5 GB).
 MAX_UNZIPPED_BYTES = int(os.environ.get("FAERS_MAX_UNZIPPED_BYTES", 8 * 1024**3))

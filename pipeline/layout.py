@@ -78,6 +78,24 @@ class DataDir:
     def reports(self) -> Path:
         return self.root / "reports"
 
+    def latest_report(self) -> Path | None:
+        """The report folder ``reports/latest`` points at, or None when there is none or it is gone.
+
+        ``latest`` is a relative symlink with a ``LATEST`` text file beside it (for file systems without
+        symlinks); either counts only if its folder still holds a ``manifest.json``.
+        """
+        link = self.reports / "latest"
+        if link.is_symlink() or link.is_dir():
+            target = link.resolve()
+            if (target / "manifest.json").is_file():
+                return target
+        marker = self.reports / "LATEST"
+        if marker.is_file():
+            target = (self.reports / marker.read_text().strip()).resolve()
+            if (target / "manifest.json").is_file():
+                return target
+        return None
+
     def ingested_quarters(self) -> list[Quarter]:
         folder = self.raw / "_ingest"
         if not folder.is_dir():

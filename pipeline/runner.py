@@ -88,13 +88,8 @@ def signals_run(data_dir: DataDir, config_path: str | Path | None = None, *, pro
 
 
 def latest_report(data_dir: DataDir) -> Path | None:
-    latest = data_dir.reports / "latest"
-    if latest.is_symlink() or latest.is_dir():
-        return latest.resolve()
-    marker = data_dir.reports / "LATEST"
-    if marker.exists():
-        return data_dir.reports / marker.read_text().strip()
-    return None
+    """The newest report folder, or None when ``latest`` is missing or points at a folder that is gone."""
+    return data_dir.latest_report()
 
 
 def run(source: str, data_dir: DataDir, quarters: list[Quarter] | None = None,

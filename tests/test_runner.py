@@ -30,3 +30,26 @@ def test_run_over_http_then_noop(tmp_path):
         assert not second["changed"] and second["quarters"] == []
         assert second["signals"].get("skipped") and latest_report(dd) == report
         assert not [r for r in srv.faults.requests if r[0] == "GET" and r[1].endswith(".zip")]
+
+        # a `latest` link whose folder was removed is no report: the next run rebuilds it
+        import shutil
+
+        shutil.rmtree(report)
+        assert latest_report(dd) is None
+        third = run(page, dd, progress=False)
+        assert not third["signals"].get("skipped")
+        rebuilt = latest_report(dd)
+        assert rebuilt is not None and (rebuilt / "signals.parquet").exists()
+
+
+def test_latest_report_ignores_dangling_link_and_marker(tmp_path):
+    dd = DataDir(tmp_path)
+    dd.reports.mkdir(parents=True)
+    (dd.reports / "latest").symlink_to("gone")
+    (dd.reports / "LATEST").write_text("gone\n")
+    assert latest_report(dd) is None
+    (dd.reports / "kept").mkdir()
+    (dd.reports / "LATEST").write_text("kept\n")
+    assert latest_report(dd) is None  # a folder without its manifest is not a finished report
+    (dd.reports / "kept" / "manifest.json").write_text("{}")
+    assert latest_report(dd) == (dd.reports / "kept").resolve()

@@ -1,4 +1,4 @@
-"""Drug rows -> ingredients, the ketamine-family classification and ``matched_by`` (faers_format.md section 11).
+"""Drug rows -> ingredients, the ketamine-family classification and ``matched_by``.
 
 Deterministic, no fuzzy matching. Per drug row:
 

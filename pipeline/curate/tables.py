@@ -40,6 +40,3 @@ CURATED = {
     "funnel": FUNNEL,
     "unmapped_drugs": UNMAPPED_DRUGS,
 }
-
-#: matched_by values, best first (used to pick one when several drug rows give the same ingredient and role).
-MATCHED_BY = ("prod_ai", "drugname", "brand", "alias", "unmapped")

@@ -62,8 +62,6 @@ EXTRA_COLUMNS = ("n_drug", "n_event", "fisher_q")
 INT_COLUMNS = ("a", "b", "c", "d", "n_total", "n_drug", "n_event")
 FLAG_COLUMNS = ("signal_prr", "signal_ror", "signal_ic", "signal_ebgm")
 NAME_COLUMNS = ("substance", "pt", "pt_group")
-FLOAT_COLUMNS = tuple(c for c in STAT_COLUMNS + EXTRA_COLUMNS
-                      if c not in INT_COLUMNS + FLAG_COLUMNS + NAME_COLUMNS)
 DICT_STRING = pa.dictionary(pa.int32(), pa.string())
 
 
@@ -135,19 +133,9 @@ def read_manifest(report_dir: str | os.PathLike) -> dict:
 
 
 def latest_report_dir(data_dir: DataDir | str | os.PathLike) -> Path | None:
-    """The folder ``DIR/reports/latest`` points at (symlink, else the ``LATEST`` text file), or None."""
+    """The folder ``DIR/reports/latest`` points at, or None (see :meth:`DataDir.latest_report`)."""
     data_dir = data_dir if isinstance(data_dir, DataDir) else DataDir.of(data_dir)
-    latest = data_dir.reports / "latest"
-    if latest.is_symlink() or latest.is_dir():
-        target = latest.resolve()
-        if (target / "manifest.json").exists():
-            return target
-    marker = data_dir.reports / "LATEST"
-    if marker.exists():
-        target = data_dir.reports / marker.read_text().strip()
-        if (target / "manifest.json").exists():
-            return target
-    return None
+    return data_dir.latest_report()
 
 
 def _progress(total: int, enabled: bool):
@@ -408,32 +396,11 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-SENTINEL_DRUG = "\x1fanalysis-population"
-
-
 def count_in_population(exposures: pa.Table, events: pa.Table, n_total: int) -> pa.Table:
-    """``stats.count_pairs`` with the universe = the analysis population (``n_total`` reports, every one with a PT).
-
-    Uses ``count_pairs(..., n_total=)``; where that fails (duckdb error), calls it without ``n_total`` and adds one
-    sentinel drug naming every report of the population, so
-    the engine's own universe (reports with >= 1 drug and >= 1 event) is exactly the population even where a
-    report has no drug in the exposure roles; the sentinel's rows are dropped afterwards. (``count_pairs`` with
-    ``n_total=`` currently fails under duckdb 2.0: an unfinished ``fetchone`` result on its connection.)
-    """
+    """``stats.count_pairs`` with the universe = the analysis population (``n_total`` reports, every one with a PT)."""
     from pipeline.stats import count_pairs
 
-    try:
-        return count_pairs(exposures, events, n_total=n_total)
-    except duckdb.Error as exc:  # the engine's n_total path; fall back to the sentinel universe below
-        log.debug("count_pairs(n_total=...) failed (%s); counting with a population sentinel", exc)
-    ids = pc.unique(events.column("report_id"))
-    sentinel = pa.table({"report_id": ids.cast(exposures.schema.field("report_id").type),
-                         "drug": pa.array([SENTINEL_DRUG] * len(ids), type=exposures.schema.field("drug").type)})
-    t = count_pairs(pa.concat_tables([exposures, sentinel]), events)
-    t = t.filter(pc.not_equal(t.column("drug"), SENTINEL_DRUG))
-    if t.num_rows and int(pc.max(t.column("n_total")).as_py()) != int(n_total):
-        raise AssertionError(f"universe mismatch: count_pairs n_total {pc.max(t.column('n_total'))} != {n_total}")
-    return t
+    return count_pairs(exposures, events, n_total=n_total)
 
 
 def _focus_counts(con, params: dict, n_total: int) -> pd.DataFrame:

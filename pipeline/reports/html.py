@@ -15,6 +15,7 @@ import pandas as pd
 
 from pipeline.reports import plots
 from pipeline.reports.dating import methods_text
+from pipeline.reports.ranking import top_pts
 from pipeline.reports.trend import first_crossing
 
 CSS = (Path(__file__).with_name("report.css")).read_text(encoding="utf-8")
@@ -89,13 +90,6 @@ def _table(headers: list[str], rows: list[list[str]], *, cls: str = "", numeric_
                      + "".join(f'<td class="{"num" if i in num else ""}">{c}</td>' for i, c in enumerate(r))
                      + "</tr>" for r in rows)
     return f'<table class="{cls}"><thead><tr>{th}</tr></thead><tbody>\n{body}\n</tbody></table>'
-
-
-def _top_pts(sig: pd.DataFrame, substance: str, n: int, min_a: int) -> pd.DataFrame:
-    pts = sig[(sig["substance"] == substance) & sig["pt"].notna() & (sig["a"] >= min_a)].copy()
-    pts["_lo"] = pts["ror_lo"].fillna(-math.inf)
-    pts["_ic"] = pts["ic025"].fillna(-math.inf)
-    return pts.sort_values(["_lo", "_ic", "pt"], ascending=[False, False, True], kind="mergesort").head(n)
 
 
 def plain(df: pd.DataFrame) -> pd.DataFrame:
@@ -186,7 +180,7 @@ def render_report(*, manifest: dict, signals: pd.DataFrame, trend: pd.DataFrame,
                 empty.append(r["pt_group"])
             else:
                 frows.append(_forest_row(r, f"group: {r['pt_group']}", color))
-        for r in _top_pts(signals, s, 5, min_a).to_dict("records"):
+        for r in top_pts(signals, s, 5, min_a).to_dict("records"):
             frows.append(_forest_row(r, f"PT: {r['pt']}", color))
         title = f"{s} ({reports(exposed.get(s, 0))})"
         if frows:
@@ -232,7 +226,7 @@ def render_report(*, manifest: dict, signals: pd.DataFrame, trend: pd.DataFrame,
     # ---- top PTs per substance ----------------------------------------------------------------------------
     tops = []
     for s in subs:
-        t = _top_pts(signals, s, 15, min_a)
+        t = top_pts(signals, s, 15, min_a)
         if t.empty:
             tops.append(f"<h3>{escape(s)}</h3><p>No PT with a ≥ {min_a}.</p>")
             continue

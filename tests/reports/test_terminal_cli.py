@@ -104,3 +104,31 @@ def test_cli_show_without_report_is_one_line_error(tmp_path):
     args = p.parse_args(["signals", "--data-dir", str(tmp_path)])
     with pytest.raises(PipelineError, match="pipeline curate"):
         args.func(args)
+
+
+def test_top_pts_same_order_in_terminal_and_page(built):
+    """The terminal's top PTs and the page's top-PT tables rank the same PTs in the same order."""
+    import re
+    from html import unescape
+
+    from pipeline.reports import focus_table_text
+
+    _, _, result = built
+    d = report_dir(result)
+    sig = pd.read_parquet(d / "signals.parquet")
+    html = (d / "report.html").read_text()
+    section = html[html.index('<section id="top-pts">'):]
+    section = section[:section.index("</section>")]
+    for substance in ("esketamine", "ketamine"):
+        t = focus_table_text(d, substance=substance, pt_group="dissociation", top_pts=5)
+        terminal = [r.split("PT: ", 1)[1].split("  ")[0] for r in _table_lines(t)[2:] if "PT: " in r]
+        block = section[section.index(f"<h3>{substance}</h3>"):]
+        block = block[:block.index("</table>")] if "</table>" in block else ""
+        page = [unescape(x) for x in re.findall(r"<tr><td class=\"\">([^<]+)</td>", block)[:5]]
+        # independent ranking: ROR lower bound desc, then IC025 desc, then name
+        pts = sig[(sig["substance"] == substance) & sig["pt"].notna() & (sig["a"] >= 3)]
+        want = sorted(pts.to_dict("records"),
+                      key=lambda r: (-(r["ror_lo"] if r["ror_lo"] == r["ror_lo"] else -1e308),
+                                     -(r["ic025"] if r["ic025"] == r["ic025"] else -1e308), str(r["pt"])))
+        want = [str(r["pt"]) for r in want[:5]]
+        assert terminal == want and page == want, (substance, terminal, page, want)
