@@ -1,10 +1,11 @@
 """``build_report``: curated tables -> disproportionality statistics -> the report folder ``DIR/reports/<run_id>/``.
 
 What is counted (statistics.md §1): the unit is the de-duplicated report of the analysis population
-(``curated/reports.parquet`` with ``in_analysis``; a cut-off reads the database as it stood then, a from-quarter keeps
-the cases first received in it or later: :mod:`pipeline.reports.dating`). A report is *exposed* to an ingredient or substance when one of its drugs maps to it in
-one of the exposure roles (config ``[exposure] roles``, default PS+SS; the ``roles`` parameter overrides). Every
-report counts once per ingredient/substance, once per PT, once per PT group and once per pair.
+(``curated/reports.parquet`` with ``in_analysis``; a cut-off reads the database as it stood then, a from-quarter
+keeps the cases first received in it or later: :mod:`pipeline.reports.dating`). A report is *exposed* to an
+ingredient or substance when one of its drugs maps to it in one of the exposure roles (config ``[exposure] roles``,
+default PS+SS; the ``roles`` parameter overrides). Every report counts once per ingredient/substance, once per PT,
+once per PT group and once per pair.
 
 * **Background** (``all_pairs.parquet``): every ingredient x PT pair with a >= 1. The MGPS prior is fitted ONCE on
   it (report level) and the same theta scores every row of the report (background, focus, trend).
@@ -385,6 +386,7 @@ def _register_inputs(con, cur: Path, config, params: dict) -> dict:
                        if r.get("quarter")})
     if not quarters:
         quarters = [r[0] for r in con.execute("SELECT DISTINCT quarter FROM pop ORDER BY 1").fetchall()]
+    # (a case can be first received after the last file when its init_fda_dt is later: keep the last quarter)
     quarters = [q for q in quarters if not start or q >= start] or quarters[-1:]
     return {"n_total": int(n_total), "quarters": quarters, "groups": groups}
 
@@ -516,16 +518,13 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
     """
     from pipeline.stats import fit_mgps
 
-    from pipeline.reports import trend as trend_mod
-
     from pipeline.reports import dating
+    from pipeline.reports import trend as trend_mod
 
     data_dir = data_dir if isinstance(data_dir, DataDir) else DataDir.of(data_dir)
     params = resolve_params(config, substances=substances, pt_groups=pt_groups, roles=roles,
                             mgps_likelihood=mgps_likelihood, cutoff_quarter=cutoff_quarter, from_quarter=from_quarter)
     params["trend_top_pts"] = int(trend_top_pts)
-    if not params["cutoff_quarter"]:
-        _check_curated(data_dir.curated)
     cur = dating.curated_for(data_dir, config, params["cutoff_quarter"], progress=progress)
     _check_curated(cur)
     cur_manifest_path = cur / "manifest.json"

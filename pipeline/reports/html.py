@@ -159,7 +159,7 @@ def render_report(*, manifest: dict, signals: pd.DataFrame, trend: pd.DataFrame,
                  f'<p><b>a</b> = reports naming the substance (roles {escape("+".join(p["roles"]))}) and any PT '
                  f'of the group; <b>n</b> = reports naming the substance; <b>E</b> = expected a. Intervals are '
                  f'{conf_pct}. Flags: PRR (Evans), ROR, IC, EB (EB05 ≥ 2). "First flagged" = first quarter of the '
-                 f'cumulative trend with the ROR flag raised.</p>'
+                 f'trend with the ROR flag raised.</p>'
                  + ("" if manifest["mgps"].get("converged") else
                     '<p class="warn">EB05 is not published ("—"): the MGPS prior fit did not converge consistently '
                     'on this background (see <a href="#methods">Methods</a>).</p>')
@@ -213,8 +213,8 @@ def render_report(*, manifest: dict, signals: pd.DataFrame, trend: pd.DataFrame,
     pt_first = [r for r in first.itertuples() if not pd.isna(r.pt)]
     pt_rows = [[escape(r.substance), escape(r.pt), escape(r.first_quarter) if isinstance(r.first_quarter, str)
                 else "—"] for r in pt_first]
-    parts.append('<section id="trend"><h2>Trend: cumulative statistics by quarter</h2>'
-                 f'<p>Each point recomputes the 2×2 table on all reports published up to that quarter '
+    parts.append('<section id="trend"><h2>Trend: statistics by quarter</h2>'
+                 f'<p>Each point recomputes the 2×2 table on the database as it stood at the end of that quarter '
                  f'({escape(manifest["trend"]["basis"])}); the MGPS prior is the report\'s. The plotted value is the '
                  f'lower {conf_pct} bound of the ROR; a filled point means the ROR flag was raised by then.</p>'
                  + (plots.trend_svg(panels, quarters) if panels else "<p>No focus PT group has a report yet.</p>")
