@@ -331,3 +331,53 @@ def test_cli_flags_and_bad_input(history, capsys):
     assert main(["signals", "--data-dir", dd, "--cutoff-quarter", "2018Q4"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "empty" in err[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# random raw histories (the curation tests' generator: LAERS blank versions, re-ships, deletions, blank dates)
+# ---------------------------------------------------------------------------------------------------------------
+
+def _as_sets(rows: pd.DataFrame, key: str, cols: list[str]) -> dict:
+    out: dict = {}
+    for r in rows[[key] + cols].itertuples(index=False):
+        out.setdefault(r[0], set()).add(tuple(r[1:]))
+    return out
+
+
+@pytest.mark.parametrize("seed", [3, 17, 101, 2024, 4711])
+def test_spans_equal_as_of_curations_on_random_histories(tmp_path, seed):
+    import random
+
+    from pipeline.curate import curate
+    from pipeline.settings import load_config
+    from tests.test_curate import QUARTERS as RAW_QUARTERS
+    from tests.test_curate import _random_raw
+
+    raw = _random_raw(random.Random(seed))
+    dd = DataDir.of(tmp_path / "data")
+    raw.write(dd)
+    config = load_config()
+    curate(dd, config, progress=False)
+    v = _read(dd.curated, "versions")
+    vi = _read(dd.curated, "version_ingredients").merge(v[["version_id", "report_id"]], on="version_id")
+    vp = _read(dd.curated, "version_pts").merge(v[["version_id", "report_id"]], on="version_id")
+    ri, rp = _read(dd.curated, "report_ingredients"), _read(dd.curated, "report_pts")
+    demo_quarters = sorted({q for q, t in raw.rows if t == "DEMO"})
+    for q in [q for q in RAW_QUARTERS if q >= demo_quarters[0]]:
+        rep = _read(Path(curate(dd, config, progress=False, as_of=q)["curated_dir"]), "reports")
+        alive = _alive(v, q)
+        cols = ["report_id", "primaryid", "quarter", "first_quarter", "has_drug", "has_pt"]
+        assert sorted(map(tuple, alive[cols].to_numpy().tolist())) == \
+            sorted(map(tuple, rep[cols].to_numpy().tolist())), (seed, q)
+        # each alive version's drugs and PTs are those of the as-of-q database
+        asof = Path(curate(dd, config, progress=False, as_of=q)["curated_dir"])
+        want_i = _as_sets(_read(asof, "report_ingredients"), "report_id", ["ingredient", "substance", "role_cod"])
+        want_p = _as_sets(_read(asof, "report_pts"), "report_id", ["pt_key", "is_indication"])
+        final = set(alive.loc[alive["is_final"], "report_id"])
+        old = set(alive.loc[~alive["is_final"], "version_id"])
+        got_i = {**{k: s for k, s in _as_sets(ri, "report_id", ["ingredient", "substance", "role_cod"]).items()
+                    if k in final},
+                 **_as_sets(vi[vi["version_id"].isin(old)], "report_id", ["ingredient", "substance", "role_cod"])}
+        got_p = {**{k: s for k, s in _as_sets(rp, "report_id", ["pt_key", "is_indication"]).items() if k in final},
+                 **_as_sets(vp[vp["version_id"].isin(old)], "report_id", ["pt_key", "is_indication"])}
+        assert got_i == want_i and got_p == want_p, (seed, q)

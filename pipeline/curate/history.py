@@ -96,7 +96,9 @@ def build_spans(con: duckdb.DuckDBPyConnection) -> dict:
              g AS (SELECT *, sum(starts::INTEGER) OVER (PARTITION BY caseid ORDER BY cp) AS island FROM w),
              s AS (SELECT caseid, island, any_value(primaryid) AS primaryid, any_value(caseversion) AS caseversion,
                           any_value(quarter) AS quarter, arg_min(first_quarter, cp) AS first_quarter,
-                          min(cp) AS valid_from, arg_max(coalesce(next_cp, deleted_from), cp) AS valid_to
+                          min(cp) AS valid_from,
+                          -- the last change point's end; NULL (still held) must win, so the _null variant
+                          arg_max_null(coalesce(next_cp, deleted_from), cp) AS valid_to
                    FROM g GROUP BY caseid, island)
         SELECT s.caseid AS report_id,
                row_number() OVER (ORDER BY s.caseid, s.valid_from)::BIGINT AS version_id,
