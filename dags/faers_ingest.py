@@ -53,7 +53,7 @@ def data_dir():
 
 
 def source() -> str:
-    from pipeline.cli import FDA_QUARTERLY_PAGE
+    from pipeline.vocabulary import FDA_QUARTERLY_PAGE
 
     return setting("FAERS_SOURCE") or FDA_QUARTERLY_PAGE
 

@@ -30,7 +30,11 @@ from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 CURATED = Asset(name="faers_curated", uri="x-faers://curated", group="faers")
 REPORT = Asset(name="faers_signals_report", uri="x-faers://reports/latest", group="faers")
+# Literal copies of pipeline.vocabulary (a DAG file must not import pipeline at parse time);
+# tests/test_vocabulary.py fails when they drift.
 SUBSTANCES = ["ketamine", "esketamine", "arketamine", "norketamine", "ketamine_family"]
+ROLE_CODES = ["PS", "SS", "C", "I"]
+MGPS_LIKELIHOODS = ["openebgm", "conditional", "zero-inclusive"]
 log = logging.getLogger("faers.dag")
 
 
@@ -53,10 +57,10 @@ def _list_param(enum: list[str] | None = None, **kw) -> Param:
          "substances": _list_param(SUBSTANCES, description="Substances to report (empty: config)."),
          "pt_groups": _list_param(None, description="PT groups defined in the config, e.g. dissociation "
                                                              "(empty: all configured groups)."),
-         "roles": _list_param(["PS", "SS", "C", "I"],
+         "roles": _list_param(ROLE_CODES,
                               description="Drug roles counted as exposure (empty: config, normally PS + SS)."),
          "mgps_likelihood": Param(None, type=["null", "string"],
-                                  enum=[None, "openebgm", "conditional", "zero-inclusive"],
+                                  enum=[None, *MGPS_LIKELIHOODS],
                                   description="MGPS likelihood for EBGM (empty: config)."),
          "cutoff_quarter": Param(None, type=["null", "string"], pattern=r"^\d{4}Q[1-4]$",
                                  description="Data cut-off quarter, e.g. 2024Q2 (empty: all curated data)."),

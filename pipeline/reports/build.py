@@ -44,13 +44,12 @@ import pyarrow.parquet as pq
 from pipeline.atomic import atomic_path, sha256_file, write_json, write_parquet
 from pipeline.errors import PipelineError
 from pipeline.layout import DataDir
+from pipeline.vocabulary import FAMILY, ROLE_CODES, SUBSTANCES
 
 log = logging.getLogger("pipeline.reports")
 
 #: Bump when the report's content rules change (part of the "changed" fingerprint).
 REPORT_VERSION = "1"
-FAMILY = "ketamine_family"
-SUBSTANCES = ("ketamine", "esketamine", "arketamine", "norketamine")
 GROUP_PREFIX = "\x1fgroup:"  # internal event key of a PT group (cannot collide with PT text)
 
 STAT_COLUMNS = (
@@ -184,10 +183,10 @@ def resolve_params(config, *, substances=None, pt_groups=None, roles=None, mgps_
         raise PipelineError(f"unknown PT group(s) {', '.join(bad)}; configured: {', '.join(group_names)}")
     groups = [g for g in group_names if g in groups]
     role_list = [r.upper() for r in (_as_list(roles) or list(config.exposure_roles))]
-    bad = [r for r in role_list if r not in ("PS", "SS", "C", "I")]
+    bad = [r for r in role_list if r not in ROLE_CODES]
     if bad:
-        raise PipelineError(f"unknown role code(s) {', '.join(bad)}; use PS, SS, C, I")
-    role_list = [r for r in ("PS", "SS", "C", "I") if r in role_list]
+        raise PipelineError(f"unknown role code(s) {', '.join(bad)}; use {', '.join(ROLE_CODES)}")
+    role_list = [r for r in ROLE_CODES if r in role_list]
     lik = mgps_likelihood or config.mgps_likelihood
     if lik not in LIKELIHOODS:
         raise PipelineError(f"unknown MGPS likelihood {lik!r}; choose one of {', '.join(LIKELIHOODS)}")

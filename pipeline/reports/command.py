@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.errors import PipelineError
+from pipeline.vocabulary import FOCUS_SUBSTANCES, MGPS_LIKELIHOODS, ROLE_CODES
 
 
 def _csv(text: str | None) -> list[str] | None:
@@ -58,11 +59,10 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_signals)
     p.add_argument("--config", help="configuration file (default: the shipped pipeline/default_config.toml)")
     p.add_argument("--data-dir", help="data directory (default: $FAERS_DATA_DIR or ./data)")
-    p.add_argument("--substances", help="comma list overriding the focus substances (ketamine, esketamine, "
-                                        "arketamine, norketamine, ketamine_family)")
+    p.add_argument("--substances", help=f"comma list overriding the focus substances ({', '.join(FOCUS_SUBSTANCES)})")
     p.add_argument("--pt-groups", help="comma list of configured PT groups to report (default: all)")
-    p.add_argument("--roles", help="comma list of exposure role codes (PS, SS, C, I; default: config)")
-    p.add_argument("--mgps-likelihood", choices=("openebgm", "conditional", "zero-inclusive"),
+    p.add_argument("--roles", help=f"comma list of exposure role codes ({', '.join(ROLE_CODES)}; default: config)")
+    p.add_argument("--mgps-likelihood", choices=MGPS_LIKELIHOODS,
                    help="MGPS prior likelihood (default: config)")
     p.add_argument("--cutoff-quarter", help="use only reports published up to this quarter, e.g. 2024Q2")
     p.add_argument("--force", action="store_true", help="rebuild even when inputs and parameters are unchanged")
