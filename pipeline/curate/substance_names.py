@@ -83,17 +83,23 @@ _RAC_CORE = (r"\(\s*(?:R\s*[,/]?\s*S|S\s*[,/]\s*R|\+\s*/?\s*-|D\s*[,/]?\s*L|RAC(
 _BEFORE = (
     ("ketamine", RACEMIC, re.compile(rf"{_B}(?:{_RAC_CORE}){_SEP}")),
     ("esketamine", SPECIFIC, re.compile(
-        rf"{_B}(?:ES|DEXTRO|\(?\s*S\s*{_PLUS}?\s*\)?(?:\s*-?\s*\(\s*\+\s*\))?|\(\s*\+\s*\)){_SEP}")),
+        rf"{_B}(?:ES|DEXTRO|\(?\s*S\s*{_PLUS}?\s*\)?(?:\s*-?\s*\(\s*\+\s*\))?){_SEP}")),
     ("arketamine", SPECIFIC, re.compile(
-        rf"{_B}(?:AR|LEVO|\(?\s*R\s*(?:{_MINUS})?\s*\)?(?:\s*-?\s*{_MINUS})?|{_MINUS}){_SEP}")),
+        rf"{_B}(?:AR|LEVO|\(?\s*R\s*(?:{_MINUS})?\s*\)?(?:\s*-?\s*{_MINUS})?){_SEP}")),
+    # a bare sign counts only when glued to the name: FAERS writes "A (+) B" for a combination product
+    ("esketamine", SPECIFIC, re.compile(rf"{_B}\(\s*\+\s*\)-?$")),
+    ("arketamine", SPECIFIC, re.compile(rf"{_B}{_MINUS}-?$")),
     ("norketamine", SPECIFIC, re.compile(rf"{_B}NOR{_SEP}")),
 )
+#: a substituent written as its own word before the name makes another molecule (HYDROXY-NORKETAMINE)
+_SUBSTITUENT = re.compile(r"(?<![A-Z])(?:HYDROXY|DEHYDRO|DIHYDRO|DESCHLORO|DECHLORO|CHLORO|FLUORO|BROMO|IODO|"
+                          r"METHYL|ETHYL|METHOXY|ETHOXY|AMINO|NITRO|OXO|DESMETHYL|DEMETHYL)[\s\-]*$")
 _TSEP = r"^[\s\-_]*"
 _TEND = r"(?![A-Z0-9])(?!\s*[./]\s*[A-Z])"   # KETAMINE S.C. / S/C (subcutaneous) is not a descriptor
 _AFTER = (
     ("ketamine", RACEMIC, re.compile(rf"{_TSEP}(?:{_RAC_CORE}){_TEND}")),
-    ("esketamine", SPECIFIC, re.compile(rf"{_TSEP}(?:\(\s*S\s*{_PLUS}?\s*\)|S\s*{_PLUS}?|\(\s*\+\s*\)){_TEND}")),
-    ("arketamine", SPECIFIC, re.compile(rf"{_TSEP}(?:\(\s*R\s*(?:{_MINUS})?\s*\)|R|{_MINUS}){_TEND}")),
+    ("esketamine", SPECIFIC, re.compile(rf"{_TSEP}(?:\(\s*S\s*{_PLUS}?\s*\)|S\s*{_PLUS}?){_TEND}")),
+    ("arketamine", SPECIFIC, re.compile(rf"{_TSEP}(?:\(\s*R\s*(?:{_MINUS})?\s*\)|R){_TEND}")),
 )
 
 
@@ -117,8 +123,10 @@ def _stem_mention(folded: str, m: re.Match) -> Mention | None:
     for substance, rank, rx in _BEFORE:
         d = rx.search(head)
         if d:
+            if _SUBSTITUENT.search(head[:d.start()]):
+                return None
             return Mention(substance, rank, "name", (head[d.start():] + word[len(pre):]).strip())
-    if pre:
+    if pre or _SUBSTITUENT.search(head):
         return None                                   # HYDROXYNORKETAMINE, DESCHLOROKETAMINE: other molecules
     tail = folded[m.end():]
     for substance, rank, rx in _AFTER:
