@@ -331,3 +331,28 @@ def test_diana_cleaned_substances_agree():
         assert set(ours) == theirs, (name, subs.get(key))
         family += bool(ours)
     assert family >= 1
+
+
+# --- the report section ----------------------------------------------------------------------------------------
+def test_report_section_groups_pairs_and_escapes():
+    import pandas as pd
+
+    from pipeline.reports.names_section import conflict_pairs, section_html
+
+    rows = [(1, "SPRAVATO", "KETAMINE", "esketamine", "ketamine", "esketamine", "r1"),
+            (1, "SPRAVATO", "KETAMINE", "esketamine", "ketamine", "esketamine", "r1"),
+            (2, "SPRAVATO", "KETAMINE", "esketamine", "ketamine", "esketamine", "r1"),
+            (3, "KETAMINE <X>", "MIDAZOLAM", "ketamine", None, None, "r2")]
+    df = pd.DataFrame(rows, columns=["report_id", "drugname", "prod_ai", "substance_from_drugname",
+                                     "substance_from_prod_ai", "chosen", "reason"])
+    pairs = conflict_pairs(df)
+    brute: dict[tuple, list] = {}
+    for r in rows:
+        brute.setdefault(r[1:], []).append(r[0])
+    assert [(r["drugname"], r["n_rows"], r["n_reports"]) for r in pairs.to_dict("records")] == sorted(
+        ((k[0], len(v), len(set(v))) for k, v in brute.items()), key=lambda x: (-x[2], -x[1], x[0]))
+    html = section_html(df)
+    assert 'id="name-conflicts"' in html and "KETAMINE &lt;X&gt;" in html and "<X>" not in html
+    assert "2 name pair(s), 4 drug row(s)" in html
+    assert "1 of 2 name pairs" in section_html(df, limit=1)
+    assert "None." in section_html(df.head(0)) and "Not available" in section_html(None)

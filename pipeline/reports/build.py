@@ -601,6 +601,9 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
         inputs = _ingest_inputs(data_dir, cur_manifest)
         synthetic = detect_synthetic(data_dir, inputs)
         unmapped = pq.read_table(data_dir.curated / "unmapped_drugs.parquet").to_pandas()
+        from pipeline.reports.names_section import read_conflicts
+
+        name_conflicts = read_conflicts(data_dir.curated)
         manifest = {
             "run_id": run_id,
             "created_at": now.isoformat(timespec="seconds"),
@@ -645,6 +648,7 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
                          "funnel": len(funnel)},
                 "ingredients": int(all_pairs["substance"].nunique()),
                 "unmapped_drug_names": len(unmapped),
+                "name_conflict_rows": None if name_conflicts is None else len(name_conflicts),
                 "signals_flagged": {f: int(signals[f].sum()) for f in FLAG_COLUMNS},
             },
             "package_versions": _package_versions(),
@@ -658,7 +662,7 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
         from pipeline.reports.html import render_report
 
         html_text = render_report(manifest=manifest, signals=signals, trend=trend, funnel=funnel,
-                                  unmapped=unmapped, config=config)
+                                  unmapped=unmapped, config=config, name_conflicts=name_conflicts)
         with atomic_path(staging / "report.html") as tmp:
             tmp.write_text(html_text, encoding="utf-8")
         manifest["files"] = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
