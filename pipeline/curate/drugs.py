@@ -31,6 +31,7 @@ import pyarrow as pa
 from pipeline.curate.substance_names import Mention, NameReader, best, canonical_mention, resolve
 from pipeline.settings import Config
 
+_NONE: dict = {}  # shared "names no family substance" (never mutated)
 _SPLIT = re.compile(r"\s*\\\s*|\s+AND OR\s+|\s+OR\s+")
 _PAREN = re.compile(r"^(?P<base>[^(]*?)\s*\((?P<inner>[^()]*)\)\s*$")
 
@@ -64,7 +65,9 @@ class Matcher:
 
     # --- pieces -----------------------------------------------------------------------------------------
     def read(self, text: str) -> dict[str, Mention]:
-        """Family substances ``text`` names (specificity rule applied), cached per text."""
+        """Family substances ``text`` names (specificity rule applied), cached per text that may name one."""
+        if not self.reader.may_name(text):
+            return _NONE
         out = self._read.get(text)
         if out is None:
             out = self._read[text] = self.reader.read(text)
@@ -250,7 +253,7 @@ def build_report_ingredients(con: duckdb.DuckDBPyConnection, config: Config) -> 
     for pair_id, (name, prod, nn, pn, n) in enumerate(pairs):
         n_rows += n
         items = mapped_prod[pn] if pn else mapped_names.get(nn, [])
-        if nn or pn:
+        if matcher.read(nn) or any([s for _, s, _ in items]):  # rows naming no family substance need no rule
             items, res, p, d = matcher.resolve_row(nn, pn, items)
             if res.reason:
                 for key, value in (("drugname", name), ("prod_ai", prod), ("substance_from_drugname", "+".join(d)),

@@ -152,16 +152,19 @@ class NameReader:
         self.brand_rx = (re.compile(r"(?<![A-Z0-9])(?:" + "|".join(re.escape(b) for b in alts) + r")(?![A-Z])")
                          if alts else None)
         # an ASCII text holding none of these cannot name the family (skips folding millions of other names)
-        self._needles = ("KETAMIN", "CETAMIN", *sorted({b.split(" ")[0] for b in self.brand_of}))
+        needles = ("KETAMIN", "CETAMIN", *sorted({b.split(" ")[0] for b in self.brand_of}))
+        self._needle_rx = re.compile("|".join(map(re.escape, needles)))  # on upper(): IGNORECASE is 8x slower
+
+    def may_name(self, text: str | None) -> bool:
+        """False when ``text`` certainly names no family substance (a cheap substring test on ASCII text)."""
+        if not text:
+            return False
+        return not text.isascii() or self._needle_rx.search(text.upper()) is not None
 
     def mentions(self, text: str | None) -> list[Mention]:
         """Every family mention in ``text`` (unresolved, in text order: stems first, then brands)."""
-        if not text:
+        if not self.may_name(text):
             return []
-        if text.isascii():
-            upper = text.upper()
-            if not any(n in upper for n in self._needles):
-                return []
         folded = fold(text)
         out = [x for x in (_stem_mention(folded, m) for m in _WORD.finditer(folded)) if x is not None]
         if self.brand_rx is not None:
