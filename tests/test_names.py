@@ -66,7 +66,8 @@ GENERAL = {
     "S−KETAMINE": "esketamine", "(R)-(-)-KETAMINE": "arketamine", "R(-)-KETAMINE": "arketamine",
     "(-)-KETAMINE": "arketamine", "LEVOKETAMINE": "arketamine", "KETAMINE (R)": "arketamine",
     "(±)-KETAMINE": "ketamine", "(+/-)-KETAMINE": "ketamine", "RS-KETAMINE": "ketamine", "DL-KETAMINE": "ketamine",
-    "(R/S)-KETAMINE": "ketamine", "RAC-KETAMINE": "ketamine", "KETAMINE RACEMIC": "ketamine",
+    "(R/S)-KETAMINE": "ketamine", "S?KETAMINE": "esketamine", "(?)-KETAMINE": "ketamine",
+    "R?S-KETAMINE": "ketamine", "(R?S)-KETAMINE": "ketamine", "5?HYDROXYNORKETAMINE": None, "RAC-KETAMINE": "ketamine", "KETAMINE RACEMIC": "ketamine",
     "KETAMINE (RACEMIC)": "ketamine", "KETAMINE (R,S)": "ketamine", "R, S-KETAMINE": "ketamine",
     # brands (KETANEST is the racemate, KETANEST S the S-enantiomer)
     "KETALAR": "ketamine", "KETANEST": "ketamine", "KETANEST 50 MG/ML": "ketamine", "KETANEST S": "esketamine",

@@ -77,9 +77,10 @@ _POST = re.compile(r"(?:E|A|UM|I)?(?:HCL|HCI|HYDROCHLORIDE?|HYDROCHLORIDUM|CHLOR
 _PLUS = r"(?:\(\s*\+\s*\)|\+)"
 _MINUS = r"\(\s*-\s*\)"
 _B = r"(?<![A-Z0-9])"               # a descriptor is not glued to a preceding letter or digit
-_SEP = r"[\s\-_.]*$"
-_RAC_CORE = (r"\(\s*(?:R\s*[,/]?\s*S|S\s*[,/]\s*R|\+\s*/?\s*-|D\s*[,/]?\s*L|RAC(?:EMIC|EMATE)?)\s*\)"
-             r"|R\s*[,/]\s*S|S\s*[,/]\s*R|RS|DL|D\s*,\s*L|\+\s*/\s*-|RAC(?:EMIC|EMATE|EMATO|EMICO|EMIQUE|EMISCHES)?")
+# FAERS text has "?" where a non-ASCII character was lost (5?FLUOROURACIL): a separator here, never a sign
+_SEP = r"[\s\-_.?]*$"
+_RAC_CORE = (r"\(\s*(?:R\s*[,/?]?\s*S|S\s*[,/?]\s*R|\+\s*/?\s*-|D\s*[,/]?\s*L|RAC(?:EMIC|EMATE)?)\s*\)"
+             r"|R\s*[,/?]\s*S|S\s*[,/?]\s*R|RS|DL|D\s*,\s*L|\+\s*/\s*-|RAC(?:EMIC|EMATE|EMATO|EMICO|EMIQUE|EMISCHES)?")
 _BEFORE = (
     ("ketamine", RACEMIC, re.compile(rf"{_B}(?:{_RAC_CORE}){_SEP}")),
     ("esketamine", SPECIFIC, re.compile(
