@@ -6,8 +6,8 @@
 Input: raw Parquet written **directly** with numpy/pyarrow in the exact ``raw_schema`` of each table (generating
 3.6 M reports through ``pipeline sample`` + ``pipeline ingest`` takes many minutes and measures those stages, which
 have their own benchmarks). ``--data-dir`` pointing at an already ingested data directory curates that instead.
-The generator runs in a subprocess, so the reported peak RSS is curation's alone. Shape per report, from
-faers_format.md section 9: ~4.2 DRUG, ~3.3 REAC, ~2.5 INDI, ~0.8 OUTC rows; each quarter 75 % new cases and 25 %
+The generator runs in a subprocess, so the reported peak RSS is curation's alone. Shape per report, as in
+real quarters: ~4.2 DRUG, ~3.3 REAC, ~2.5 INDI, ~0.8 OUTC rows; each quarter 75 % new cases and 25 %
 follow-up versions of earlier cases, 2 % identical re-ships of the previous quarter, ~1,000 deleted caseids; Zipf
 drug names (60 k distinct, 12 % without prod_ai) and PTs (20 k distinct, some upper case); ketamine, esketamine
 (SPRAVATO) and look-alikes injected at low rates. Cached under ``--data-dir`` (default ``/tmp/bench_curate``).

@@ -8,11 +8,11 @@ Phases, each in its own process so that each peak RSS is its own:
    Arrow) and write zstd Parquet, with no checks, typed copies or provenance.
 3. ``ingest``: ``pipeline ingest`` of the zip without validation (decompression, line checks,
    typed copies, provenance, Parquet writes).
-4. ``ingest+validate``: the same with Great Expectations validation of the raw quarter (issue 5's
-   "under 20 % overhead"); GX is imported before the clock starts (once per process), and
+4. ``ingest+validate``: the same with Great Expectations validation of the raw quarter; GX is imported before the clock starts (once per process), and
    ``validate_cold`` times a fresh process that imports it too.
 
-Targets (issue 2): ingest at most 3x the bare read, peak RSS under 4 GB.
+Earlier targets (now replaced by the whole-history benchmark): ingest at most 3x the bare read, peak RSS
+under 4 GB.
 """
 
 from __future__ import annotations

@@ -25,68 +25,25 @@ Reruns are safe: every step replaces its output atomically. See `docs/airflow.md
 
 from __future__ import annotations
 
-import logging
-import os
-from contextlib import contextmanager
-from datetime import timedelta
-
 import pendulum
-from airflow.sdk import Asset, CronTriggerTimetable, Param, dag, get_current_context, task, task_group
-
-CURATED = Asset(name="faers_curated", uri="x-faers://curated", group="faers")
-NETWORK = {"retries": 3, "retry_delay": timedelta(minutes=2), "retry_exponential_backoff": 2.0,
-           "max_retry_delay": timedelta(minutes=30)}
-log = logging.getLogger("faers.dag")
-
-
-def setting(name: str) -> str | None:
-    """Airflow Variable ``name`` if set, else the environment variable of the same name."""
-    from airflow.sdk import Variable
-
-    return Variable.get(name, default=None) or os.environ.get(name) or None
-
-
-def data_dir():
-    from pipeline.layout import DataDir
-
-    return DataDir.of(setting("FAERS_DATA_DIR"))
-
-
-def source() -> str:
-    from pipeline.vocabulary import FDA_QUARTERLY_PAGE
-
-    return setting("FAERS_SOURCE") or FDA_QUARTERLY_PAGE
-
-
-@contextmanager
-def data_problems_fail(*, retry_source: bool = False):
-    """Data problems fail the task without retries; an unreachable source (network tasks) may retry."""
-    from airflow.sdk.exceptions import AirflowFailException
-    from pipeline.errors import PipelineError, SourceError
-
-    try:
-        yield
-    except PipelineError as exc:
-        if retry_source and isinstance(exc, SourceError):
-            raise
-        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
-
-
-QUARTERS = r"^\s*(\d{4}Q[1-4]\s*([:,]\s*\d{4}Q[1-4]\s*)*)?$"  # 2024Q3 | 2023Q1:2024Q4 | 2023Q1,2024Q2
+from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task, task_group
+from include.faers_common import (CURATED, DEFAULT_ARGS, NETWORK_RETRIES, QUARTER_RANGE, config_path,
+                                  data_dir, data_problems_fail, log, source)
 
 
 @dag(dag_id="faers_ingest", schedule=CronTriggerTimetable("0 3 * * *", timezone="UTC"),
      start_date=pendulum.datetime(2025, 1, 1, tz="UTC"), catchup=False, max_active_runs=1,
      doc_md=__doc__, tags=["faers", "ingest", "pharmacovigilance"],
-     default_args={"owner": "pharmacovigilance", "retries": 0},  # data tasks: never retry; network tasks below
-     params={"quarters": Param(None, type=["null", "string"], pattern=QUARTERS,
+     default_args=DEFAULT_ARGS,  # data tasks never retry; network tasks below
+     params={"quarters": Param(None, type=["null", "string"], pattern=QUARTER_RANGE,
                                description="Only these quarters, e.g. 2024Q3, 2023Q1:2024Q4 or 2023Q1,2024Q2 "
-                                           "(empty: everything the source offers)."),
+                                          "(empty: everything the source offers)."),
              "force": Param(False, type="boolean",
                             description="Re-ingest the selected quarters even if unchanged (rerun a quarter).")})
 def faers_ingest():
-    @task(**NETWORK)
+    @task(**NETWORK_RETRIES)
     def plan_quarters() -> list[str]:
+        """Quarters to fetch and ingest: new or changed at the source, or landed but not ingested."""
         from pipeline import runner, sources
         from pipeline.quarters import parse_range
 
@@ -99,8 +56,9 @@ def faers_ingest():
         log.info("plan: %d quarter(s) to fetch/ingest from %s: %s", len(todo), source(), ", ".join(todo) or "none")
         return todo
 
-    @task(**NETWORK, map_index_template="{{ quarter }}")
+    @task(**NETWORK_RETRIES, map_index_template="{{ quarter }}")
     def fetch_quarter(quarter: str) -> str:
+        """Download one quarter's zip into landing/ (sha256 and zip check); nothing when already current."""
         from pipeline import runner
 
         get_current_context()["quarter"] = quarter  # names the mapped instance in the UI
@@ -111,6 +69,7 @@ def faers_ingest():
 
     @task(map_index_template="{{ quarter }}")
     def ingest_and_validate(quarter: str) -> dict:
+        """Typed raw tables of one quarter, validated, swapped in whole; skipped when the zip is unchanged."""
         from pipeline import runner
 
         ctx = get_current_context()
@@ -127,14 +86,16 @@ def faers_ingest():
 
     @task_group(group_id="quarter")
     def one_quarter(quarter: str):
+        """fetch -> ingest for one quarter (one mapped group per quarter)."""
         ingest_and_validate(fetch_quarter(quarter))
 
     @task(trigger_rule="none_failed")  # runs after an empty plan too (mapped tasks skipped)
     def curate_and_validate() -> dict:
+        """De-duplicated case tables in curated/, validated; does nothing when its inputs are unchanged."""
         from pipeline import runner
 
         with data_problems_fail():
-            summary = runner.curate_all(data_dir(), setting("FAERS_CONFIG"))
+            summary = runner.curate_all(data_dir(), config_path())
         keep = ("changed", "kept_cases", "analysis_population", "substance_reports", "rows", "warnings")
         out = {k: summary[k] for k in keep if k in summary}
         if not out.get("changed", True):
@@ -150,6 +111,7 @@ def faers_ingest():
 
     @task(outlets=[CURATED])
     def publish_curated(curated: dict) -> None:
+        """Asset event on faers_curated when the curated tables changed; skipped otherwise."""
         from airflow.sdk.exceptions import AirflowSkipException
 
         if not curated.get("changed", True):

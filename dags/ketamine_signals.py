@@ -22,56 +22,30 @@ Signals of disproportionate reporting are hypotheses, not evidence of causation.
 
 from __future__ import annotations
 
-import logging
-import os
-
 import pendulum
-from airflow.sdk import Asset, Param, dag, get_current_context, task
-
-CURATED = Asset(name="faers_curated", uri="x-faers://curated", group="faers")
-REPORT = Asset(name="faers_signals_report", uri="x-faers://reports/latest", group="faers")
-# Literal copies of pipeline.vocabulary (a DAG file must not import pipeline at parse time);
-# tests/test_vocabulary.py fails when they drift.
-SUBSTANCES = ["ketamine", "esketamine", "arketamine", "norketamine", "ketamine_family"]
-ROLE_CODES = ["PS", "SS", "C", "I"]
-MGPS_LIKELIHOODS = ["openebgm", "conditional", "zero-inclusive"]
-log = logging.getLogger("faers.dag")
-
-
-def setting(name: str) -> str | None:
-    """Airflow Variable ``name`` if set, else the environment variable of the same name."""
-    from airflow.sdk import Variable
-
-    return Variable.get(name, default=None) or os.environ.get(name) or None
-
-
-def _list_param(enum: list[str] | None = None, **kw) -> Param:
-    items = {"type": "string", **({"enum": enum} if enum else {})}
-    return Param(None, type=["null", "array"], items=items, uniqueItems=True, **kw)
+from airflow.sdk import Param, dag, get_current_context, task
+from include.faers_common import (CURATED, DEFAULT_ARGS, MGPS_LIKELIHOODS, QUARTER, REPORT, ROLES,
+                                  SUBSTANCES, config_path, data_dir, data_problems_fail, list_param, log)
 
 
 @dag(dag_id="ketamine_signals", schedule=[CURATED], start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
      catchup=False, max_active_runs=1, doc_md=__doc__, tags=["faers", "signals", "pharmacovigilance"],
-     default_args={"owner": "pharmacovigilance", "retries": 0},
+     default_args=DEFAULT_ARGS,
      params={
-         "substances": _list_param(SUBSTANCES, description="Substances to report (empty: config)."),
-         "pt_groups": _list_param(None, description="PT groups defined in the config, e.g. dissociation "
-                                                             "(empty: all configured groups)."),
-         "roles": _list_param(ROLE_CODES,
-                              description="Drug roles counted as exposure (empty: config, normally PS + SS)."),
-         "mgps_likelihood": Param(None, type=["null", "string"],
-                                  enum=[None, *MGPS_LIKELIHOODS],
+         "substances": list_param(SUBSTANCES, description="Substances to report (empty: config)."),
+         "pt_groups": list_param(None, description="PT groups defined in the config, e.g. dissociation "
+                                                  "(empty: all configured groups)."),
+         "roles": list_param(ROLES, description="Drug roles counted as exposure (empty: config, normally PS + SS)."),
+         "mgps_likelihood": Param(None, type=["null", "string"], enum=[None, *MGPS_LIKELIHOODS],
                                   description="MGPS likelihood for EBGM (empty: config)."),
-         "cutoff_quarter": Param(None, type=["null", "string"], pattern=r"^\d{4}Q[1-4]$",
+         "cutoff_quarter": Param(None, type=["null", "string"], pattern=QUARTER,
                                  description="Data cut-off quarter, e.g. 2024Q2 (empty: all curated data)."),
      })
 def ketamine_signals():
     @task(outlets=[REPORT])
     def build_signals_report() -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
+        """Statistics and the report folder from the curated tables; skipped when the latest report is current."""
         from pipeline import runner
-        from pipeline.errors import PipelineError
-        from pipeline.layout import DataDir
 
         ctx = get_current_context()
         for event in [e for events in ctx["triggering_asset_events"].values() for e in events]:
@@ -79,11 +53,8 @@ def ketamine_signals():
         names = ("substances", "pt_groups", "roles", "mgps_likelihood", "cutoff_quarter")
         chosen = {k: ctx["params"].get(k) or None for k in names}  # empty list/string: use the config
         log.info("params (None = from config): %s", chosen)
-        dd = DataDir.of(setting("FAERS_DATA_DIR"))
-        try:
-            res = runner.signals_run(dd, setting("FAERS_CONFIG"), **chosen)
-        except PipelineError as exc:
-            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+        with data_problems_fail():
+            res = runner.signals_run(data_dir(), config_path(), **chosen)
         focus = res.get("focus") or []
         log.info("report %s in %s (%d focus row(s), changed=%s)", res.get("run_id"), res.get("report_dir"),
                  len(focus), res.get("changed"))

@@ -158,16 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     def data_dir(p):
-        p.add_argument("--data-dir", help="data directory (default: $FAERS_DATA_DIR or ./data)")
+        p.add_argument("--data-dir", metavar="DIR", help="data directory (default: $FAERS_DATA_DIR or ./data)")
 
     def quarters(p, help_="quarters, e.g. 2023Q1:2024Q4, 2024Q3 or 2023Q1,2024Q2 (default: all)"):
-        p.add_argument("--quarters", help=help_)
+        p.add_argument("--quarters", metavar="RANGE", help=help_)
 
     p = add("sample", cmd_sample, "write a synthetic FAERS mirror in FDA's exact quarterly ASCII layout")
-    p.add_argument("--out", required=True, help="mirror folder to write")
+    p.add_argument("--out", required=True, metavar="MIRROR", help="mirror folder to write")
     quarters(p, "quarters to generate (default 2023Q1:2024Q4)")
-    p.add_argument("--reports-per-quarter", type=int, default=2000, help="DEMO rows per quarter (default 2000)")
-    p.add_argument("--seed", type=int, default=20240101, help="random seed (default 20240101)")
+    p.add_argument("--reports-per-quarter", type=int, default=2000, metavar="N",
+                   help="DEMO rows per quarter (default 2000)")
+    p.add_argument("--seed", type=int, default=20240101, metavar="S", help="random seed (default 20240101)")
     p.set_defaults(quarters="2023Q1:2024Q4")
 
     p = add("fetch", cmd_fetch, "download new or changed quarterly zips into DIR/landing/")
@@ -182,21 +183,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="re-ingest quarters even when unchanged")
 
     p = add("curate", cmd_curate, "de-duplicate cases and apply the case definition: DIR/raw -> DIR/curated")
-    p.add_argument("--config", help="configuration file (default: the shipped pipeline/default_config.toml)")
+    p.add_argument("--config", metavar="FILE",
+                   help="configuration file (default: the shipped pipeline/default_config.toml)")
     data_dir(p)
 
     p = add("run", cmd_run, "fetch, ingest, curate and signals in one go (a quick no-op when nothing changed)")
     p.add_argument("--source", help="as for fetch ($FAERS_SOURCE; default FDA's quarterly-files page)")
     quarters(p)
-    p.add_argument("--config", help="configuration file")
+    p.add_argument("--config", metavar="FILE", help="configuration file")
     data_dir(p)
 
     p = add("demo", cmd_demo, "offline end to end: a synthetic mirror in DIR/mirror, then run on it")
     data_dir(p)
-    p.add_argument("--config", help="configuration file")
-    p.add_argument("--quarters", default="2023Q1:2024Q4", help="synthetic quarters (default 2023Q1:2024Q4)")
-    p.add_argument("--reports-per-quarter", type=int, default=5000, help="synthetic reports per quarter (default 5000)")
-    p.add_argument("--seed", type=int, default=20240101)
+    p.add_argument("--config", metavar="FILE", help="configuration file")
+    p.add_argument("--quarters", default="2023Q1:2024Q4", metavar="RANGE",
+                   help="synthetic quarters (default 2023Q1:2024Q4)")
+    p.add_argument("--reports-per-quarter", type=int, default=5000, metavar="N",
+                   help="synthetic reports per quarter (default 5000)")
+    p.add_argument("--seed", type=int, default=20240101, metavar="S", help="random seed (default 20240101)")
 
     from pipeline.reports import register as register_reports
     from pipeline.stats.command import register as register_disproportionality

@@ -1,6 +1,6 @@
 """Ingest: landing zips -> canonical raw Parquet tables, one file per table per quarter.
 
-Rules (``shared/domain/faers_format.md`` §2-7):
+Rules:
 
 * Members are matched case-insensitively (``ascii/`` or ``ASCII/``, ``.txt`` or ``.TXT``, ``_new``
   files); any ``.txt`` whose path contains ``delet`` is a deleted-case list; every other member is

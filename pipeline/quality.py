@@ -55,9 +55,16 @@ from pipeline.schemas import raw_schema
 
 log = logging.getLogger(__name__)
 
-#: Where the suites live (repository root ``expectations/``); overridable for installed copies.
-EXPECTATIONS_DIR = Path(os.environ.get("FAERS_EXPECTATIONS_DIR")
-                        or Path(__file__).resolve().parents[1] / "expectations")
+def _suites_dir() -> Path:
+    """``$FAERS_EXPECTATIONS_DIR``, else the checkout's ``expectations/``, else the copy an installed package ships."""
+    if os.environ.get("FAERS_EXPECTATIONS_DIR"):
+        return Path(os.environ["FAERS_EXPECTATIONS_DIR"])
+    checkout = Path(__file__).resolve().parents[1] / "expectations"
+    return checkout if checkout.is_dir() else Path(__file__).resolve().parent / "_suites"
+
+
+#: Where the suites live (see ``setup.py``: a build copies ``expectations/`` into the package).
+EXPECTATIONS_DIR = _suites_dir()
 
 CRITICAL, WARNING = "critical", "warning"
 

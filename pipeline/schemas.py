@@ -7,8 +7,7 @@ conversion is safe and needed downstream (integer keys, full dates). Every row a
 carries its provenance: ``quarter``, ``era``, ``source_file`` and ``source_line`` (1-based
 line number in the FDA text file, the header being line 1).
 
-Sources: FDA ASC_NTS (Feb 2022), the real 2004Q1/2012Q4/2017Q2/2020Q3 samples, and
-``shared/domain/faers_format.md`` sections 3-4.
+Sources: FDA ASC_NTS (Feb 2022) and the real 2004Q1/2012Q4/2017Q2/2020Q3 samples.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ goes into every curated table and manifest; ``Config.as_dict()`` is the parsed f
 from __future__ import annotations
 
 import hashlib
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,7 +220,12 @@ def _semantic_checks(path: Path, d: dict) -> None:
 
 
 def load_config(path: str | Path | None = None) -> Config:
-    """Read and validate a TOML config (``None`` = the shipped default)."""
+    """Read and validate a TOML config (``None`` = ``$FAERS_CONFIG`` if set, else the shipped default).
+
+    The CLI and the DAGs read the same variable, so one setting picks the configuration for both.
+    """
+    if path is None:
+        path = os.environ.get("FAERS_CONFIG") or None
     p = Path(path) if path is not None else DEFAULT_CONFIG_PATH
     try:
         raw = p.read_bytes()

@@ -19,6 +19,8 @@ def pytest_configure(config):
     os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
     os.environ["PYTHONPATH"] = f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    # tests choose their configuration explicitly; an operator's FAERS_CONFIG must not leak in
+    os.environ.pop("FAERS_CONFIG", None)
     home.mkdir(parents=True, exist_ok=True)
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))

@@ -53,3 +53,19 @@ def test_os_error_has_its_own_exit_code(tmp_path):
     assert proc.returncode == OS_ERROR_EXIT == 6, proc.stderr
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert ValidationFailed.exit_code == 5 != OS_ERROR_EXIT
+
+
+def test_cli_reads_faers_config_like_the_dags(tmp_path):
+    """``FAERS_CONFIG`` picks the configuration for the CLI as it does for the DAGs; ``--config`` still wins."""
+    missing = tmp_path / "from-env.toml"
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "--quiet", "curate", "--data-dir", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env={**os.environ, "FAERS_CONFIG": str(missing)})
+    assert proc.returncode == 2 and f"config {missing}: cannot read" in proc.stderr, proc.stderr
+    from pipeline.settings import DEFAULT_CONFIG_PATH
+
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "--quiet", "curate", "--data-dir", str(tmp_path),
+                           "--config", str(DEFAULT_CONFIG_PATH)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env={**os.environ, "FAERS_CONFIG": str(missing)})
+    assert "from-env.toml" not in proc.stderr, proc.stderr

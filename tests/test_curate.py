@@ -1,7 +1,7 @@
-"""Curation rules (issue 3) on hand-made raw Parquet written with the exact raw schemas.
+"""Curation rules on hand-made raw Parquet written with the exact raw schemas.
 
-Each test names the rule it covers (docs/dedup-policy.md) and, where relevant, the peer defect of
-peer FAERS pipelines it guards against (listed with each rule in docs/dedup-policy.md).
+Each test names the rule it covers (docs/dedup-policy.md) and, where relevant, the mistake of other FAERS
+pipelines it guards against (listed with each rule in docs/dedup-policy.md).
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ def config_with(tmp_path, replace: dict[str, str]):
 # ---------------------------------------------------------------------------------------------------------------
 
 def test_caseversion_compared_as_integer_9_vs_24(tmp_path):
-    """Peer defect 1: '100059199' (v9) sorts above '1000591924' (v24) as text; v24 must win. Also 9 vs 10."""
+    """'100059199' (v9) sorts above '1000591924' (v24) as text; v24 must win. Also 9 vs 10."""
     raw = Raw()
     raw.case("2020Q1", 10005919, 9, pts=("Old PT",))
     raw.case("2020Q1", 10005919, 24, pts=("New PT",))
@@ -194,7 +194,7 @@ def test_tie_breaks_fda_dt_then_quarter_then_primaryid(tmp_path):
 
 
 def test_child_rows_of_older_versions_vanish(tmp_path):
-    """Peer defect 2: a drug and a PT present only in v1 must be absent once v2 is kept."""
+    """a drug and a PT present only in v1 must be absent once v2 is kept."""
     raw = Raw()
     raw.case("2020Q1", 40000001, 1, drugs=(("PS", "KETAMINE", "KETAMINE"), ("C", "OLDDRUG", "OLDDRUG")),
              pts=("Dissociation", "Old only"))
@@ -205,7 +205,7 @@ def test_child_rows_of_older_versions_vanish(tmp_path):
 
 
 def test_versions_collapse_across_quarters_not_per_quarter(tmp_path):
-    """Peer defect 3: versions of one case in two quarters -> one case."""
+    """versions of one case in two quarters -> one case."""
     raw = Raw()
     raw.case("2020Q1", 50000001, 1)
     raw.case("2020Q3", 50000001, 3)
@@ -217,7 +217,7 @@ def test_versions_collapse_across_quarters_not_per_quarter(tmp_path):
 
 
 def test_reshipped_primaryid_gives_one_row(tmp_path):
-    """Peer defect 3: the same primaryid re-shipped in a later quarter -> one row, from the latest quarter;
+    """the same primaryid re-shipped in a later quarter -> one row, from the latest quarter;
     identical re-ships count as exact duplicates, changed ones as re-ships."""
     raw = Raw()
     raw.case("2020Q1", 60000001, 1, pts=("Nausea",))
@@ -247,7 +247,7 @@ def test_exact_duplicate_rows_and_child_duplicates(tmp_path):
 
 
 def test_null_keys_refuse_with_clear_message(tmp_path):
-    """Peer defect 12: a quarter whose caseversion is null must stop curate, not wipe the data."""
+    """a quarter whose caseversion is null must stop curate, not wipe the data."""
     raw = Raw()
     raw.case("2020Q1", 80000001, 1)
     for i in range(5):
@@ -273,7 +273,7 @@ def test_null_keys_within_tolerance_are_dropped_and_counted(tmp_path):
 
 
 def test_deleted_top_version_removes_the_whole_case(tmp_path):
-    """Deleted lists apply before version collapse, from any quarter, to every version (faers_format.md s7)."""
+    """Deleted lists apply before version collapse, from any quarter, to every version."""
     raw = Raw()
     raw.case("2019Q1", 90000001, 1)
     raw.case("2019Q2", 90000001, 2)
@@ -297,7 +297,7 @@ def test_all_deleted_cases_reaches_laers(tmp_path):
 
 
 def test_laers_blank_foll_seq_is_version_0_and_faers_wins(tmp_path):
-    """Peer defect 15: blank LAERS foll_seq = 0 (not null); LAERS cases carried into FAERS collapse across eras."""
+    """blank LAERS foll_seq = 0 (not null); LAERS cases carried into FAERS collapse across eras."""
     raw = Raw()
     raw.case("2012Q2", 7000001, "", laers=True, drugs=(("PS", "KETALAR", ""),), pts=("LAERS PT",))
     raw.case("2012Q2", 7000002, "", laers=True, pts=("HYPERTENSION",))
@@ -318,7 +318,7 @@ def test_laers_blank_foll_seq_is_version_0_and_faers_wins(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 
 def test_brand_and_ingredient_are_one_substance(tmp_path):
-    """Peer defect 6: KETALAR, KETAMINE, KETAMINE HYDROCHLORIDE. -> ketamine; SPRAVATO -> esketamine only;
+    """KETALAR, KETAMINE, KETAMINE HYDROCHLORIDE. -> ketamine; SPRAVATO -> esketamine only;
     KETANEST S is esketamine, not racemic ketamine."""
     raw = Raw()
     raw.case("2020Q1", 1, 1, drugs=(("PS", "KETALAR", ""),))
@@ -440,7 +440,7 @@ def test_pt_groups_frame_shape():
 
 
 def test_indication_flag(tmp_path):
-    """Peer defect 16: a PT equal to an INDI PT of the same report is flagged (not of another report)."""
+    """a PT equal to an INDI PT of the same report is flagged (not of another report)."""
     raw = Raw()
     raw.case("2020Q1", 1, 1, pts=("Depression", "Dissociation"), indis=((1, "DEPRESSION"),))
     raw.case("2020Q1", 2, 1, pts=("Depression",))
@@ -460,7 +460,7 @@ def _demo(**kw):
 
 
 def test_blank_keys_never_match(tmp_path):
-    """Peer defect 11: two reports with all-empty key fields are not duplicates."""
+    """two reports with all-empty key fields are not duplicates."""
     raw = Raw()
     raw.case("2020Q1", 1, 1, **_demo(event_dt="", age="", age_cod="", sex="", reporter_country=""))
     raw.case("2020Q1", 2, 1, **_demo(event_dt="", age="", age_cod="", sex="", reporter_country=""))
@@ -555,7 +555,7 @@ def test_real_ketamine_fixture(tmp_path):
 
 
 def test_french_triple_grouped_by_relaxed_rule_only(tmp_path):
-    """faers_format.md s8 decision: caseids 10345809, 10351026, 10358135 are one patient reported by three
+    """caseids 10345809, 10351026, 10358135 are one patient reported by three
     manufacturers. The exact AEOLUS key and mfr_num do not group them; the relaxed rule does, and keeps the
     latest report (10358135, fda_dt 2014-08-01)."""
     dd = _real_fixture(tmp_path)
@@ -679,7 +679,7 @@ def test_result_does_not_depend_on_ingest_order(tmp_path_factory, seed, perm_see
 
 
 def test_conflicting_demo_rows_of_one_primaryid_in_one_quarter_keep_one(tmp_path):
-    """faers_format §8.8: FDA's 2012Q4 has 4 primaryids with two conflicting DEMO rows in the same file.
+    """FDA's 2012Q4 has 4 primaryids with two conflicting DEMO rows in the same file.
     Raw validation only warns about a handful; curation must keep exactly one, the same one every run."""
     raw = Raw()
     raw.case("2020Q1", 61000001, 1, event_dt="2019", pts=("Nausea",))

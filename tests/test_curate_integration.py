@@ -1,4 +1,4 @@
-"""sample -> fetch -> ingest -> curate equals the synthetic generator's truth.json (issue 3 "Done when")."""
+"""sample -> fetch -> ingest -> curate equals the synthetic generator's truth.json."""
 
 from __future__ import annotations
 

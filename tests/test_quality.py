@@ -990,8 +990,8 @@ def test_every_curated_and_output_expectation_can_fail(tmp_path, scored):
 
 
 def test_a_handful_of_repeated_demo_primaryids_only_warns(tmp_path):
-    """Real FAERS 2012Q4 ships 4 primaryids with two conflicting DEMO rows (faers_format.md §8.8): a handful in a
-    big quarter is a warning (curation keeps one), more than 0.01 % of rows stays critical (test above)."""
+    """Real FAERS 2012Q4 ships 4 primaryids with two conflicting DEMO rows: a handful in a big
+    quarter is a warning (curation keeps one), more than 0.01 % of rows stays critical (test above)."""
     t = make_raw_quarter("2024Q1", n_demo=25_000, seed=5)
     ids = t["DEMO"].column("primaryid").to_pylist()
     t["DEMO"] = set_col(t["DEMO"], "primaryid", [ids[0]] + ids[:-1])

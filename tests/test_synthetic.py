@@ -1,7 +1,7 @@
 """Tests of the synthetic FAERS mirror (``pipeline sample``): layout, exact headers, quirks and truth.json.
 
 The truth is re-derived here by an independent plain-Python mini pipeline over the written files (split on
-``$``; the curation rules of faers_format.md sections 7-8; substance matching of section 11), so a generator
+``$``; the curation rules of docs/dedup-policy.md; substance matching), so a generator
 whose files and truth disagree fails.
 """
 
@@ -23,7 +23,7 @@ from pipeline.synthetic import write_mirror
 N = 1500
 QUARTERS = "2012Q2:2013Q1,2017Q4,2018Q1,2019Q1:2019Q2,2021Q4,2024Q4"
 
-# faers_format.md section 3 (real FDA files end every line, header included, with '$')
+# real FDA files end every line, header included, with '$'
 H_B = {
     "DEMO": "primaryid$caseid$caseversion$i_f_code$event_dt$mfr_dt$init_fda_dt$fda_dt$rept_cod$auth_num$mfr_num$"
             "mfr_sndr$lit_ref$age$age_cod$age_grp$sex$e_sub$wt$wt_cod$rept_dt$to_mfr$occp_cod$reporter_country$"

@@ -17,9 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 class _Eval(ast.NodeVisitor):
     """Evaluates the literal parts of a DAG file: module-level NAME = literal, lists, starred lists, constants."""
 
-    def __init__(self, tree: ast.Module):
+    def __init__(self, *trees: ast.Module):
         self.names: dict[str, object] = {}
-        for node in tree.body:
+        for node in (n for tree in trees for n in tree.body):
             if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
                 try:
                     self.names[node.targets[0].id] = self.value(node.value)
@@ -42,10 +42,14 @@ class _Eval(ast.NodeVisitor):
         raise ValueError(ast.dump(node))
 
 
-def dag_param_enums(path: Path) -> dict[str, list]:
-    """Param name -> the enum it allows (for list params: the item enum), read from the @dag(params=...) dict."""
+COMMON = ROOT / "dags" / "include" / "faers_common.py"
+
+
+def dag_param_enums(path: Path, common: Path = COMMON) -> dict[str, list]:
+    """Param name -> the enum it allows (for list params: the item enum), read from the @dag(params=...) dict;
+    names are looked up in the DAG file and in the shared ``dags/include`` module it imports them from."""
     tree = ast.parse(path.read_text())
-    ev = _Eval(tree)
+    ev = _Eval(ast.parse(common.read_text()), tree)
     params = None
     for node in ast.walk(tree):
         if isinstance(node, ast.keyword) and node.arg == "params" and isinstance(node.value, ast.Dict):
@@ -56,7 +60,7 @@ def dag_param_enums(path: Path) -> dict[str, list]:
         assert isinstance(call, ast.Call), ast.dump(call)
         fn = call.func.id if isinstance(call.func, ast.Name) else ""
         enum = None
-        if fn == "_list_param" and call.args and not (isinstance(call.args[0], ast.Constant)
+        if fn in ("list_param", "_list_param") and call.args and not (isinstance(call.args[0], ast.Constant)
                                                       and call.args[0].value is None):
             enum = ev.value(call.args[0])
         for kw in call.keywords:
@@ -75,16 +79,16 @@ def test_signals_dag_param_enums_equal_the_vocabulary():
 
 def test_the_dag_reader_sees_a_drifted_enum(tmp_path):
     """The check above can fail: a DAG with one likelihood missing reads differently."""
-    text = (ROOT / "dags" / "ketamine_signals.py").read_text()
+    text = COMMON.read_text()
     drifted = text.replace('MGPS_LIKELIHOODS = ["openebgm", "conditional", "zero-inclusive"]',
                            'MGPS_LIKELIHOODS = ["openebgm", "conditional"]')
     assert drifted != text
-    p = tmp_path / "dag.py"
+    p = tmp_path / "common.py"
     p.write_text(drifted)
-    assert dag_param_enums(p)["mgps_likelihood"] != [None, *V.MGPS_LIKELIHOODS]
+    assert dag_param_enums(ROOT / "dags" / "ketamine_signals.py", p)["mgps_likelihood"] != [None, *V.MGPS_LIKELIHOODS]
 
 
-@pytest.mark.parametrize("dag", ["faers_ingest.py", "ketamine_signals.py"])
+@pytest.mark.parametrize("dag", ["faers_ingest.py", "ketamine_signals.py", "include/faers_common.py"])
 def test_dags_import_no_pipeline_at_parse_time_and_no_fda_url(dag):
     tree = ast.parse((ROOT / "dags" / dag).read_text())
     for node in tree.body:  # module level only; imports inside tasks are fine
@@ -95,8 +99,7 @@ def test_dags_import_no_pipeline_at_parse_time_and_no_fda_url(dag):
 
 
 def test_ingest_dag_takes_the_fda_page_from_the_vocabulary():
-    text = (ROOT / "dags" / "faers_ingest.py").read_text()
-    assert "from pipeline.vocabulary import FDA_QUARTERLY_PAGE" in text
+    assert "from pipeline.vocabulary import FDA_QUARTERLY_PAGE" in COMMON.read_text()
 
 
 @pytest.mark.parametrize("module", ["pipeline/settings.py", "pipeline/reports/build.py", "pipeline/curate/run.py",

@@ -1,4 +1,4 @@
-"""Curation (issue 3): all raw quarters -> de-duplicated, case-level analysis tables in ``DIR/curated/``.
+"""Curation: all raw quarters -> de-duplicated, case-level analysis tables in ``DIR/curated/``.
 
 Stages, one module each: :mod:`.versions` (deleted lists, version collapse), :mod:`.drugs` (ingredients,
 ketamine-family classification), :mod:`.reactions` (PTs, indications, PT groups), :mod:`.duplicates`

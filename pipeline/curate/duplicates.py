@@ -1,4 +1,4 @@
-"""Cross-case duplicate **flags** (faers_format.md section 8, peers.md defect 11). Nothing is deleted here.
+"""Cross-case duplicate **flags** . Nothing is deleted here.
 
 Rules (each switchable in ``[duplicates]``); a blank field never matches a blank field - a report with a blank
 key field simply does not take part in that rule:

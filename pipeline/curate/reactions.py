@@ -1,4 +1,4 @@
-"""Reactions (REAC) and indications (INDI) of the kept versions -> ``report_pts`` (faers_format.md section 12).
+"""Reactions (REAC) and indications (INDI) of the kept versions -> ``report_pts``.
 
 PT text is trimmed, inner whitespace collapsed and ``^`` mapped to ``'``; ``pt_key`` is the case-folded text
 (LAERS PTs are upper case, FAERS mixed case: ``ANGIOEDEMA`` = ``Angioedema``). One row per (report, pt_key); the

@@ -1,4 +1,4 @@
-"""Version collapse and deleted cases across **all** ingested quarters (faers_format.md sections 7-8).
+"""Version collapse and deleted cases across **all** ingested quarters.
 
 Order (each step is a funnel row):
 

@@ -1,4 +1,4 @@
-"""Reports people read (issue 7): curated tables -> statistics -> ``DIR/reports/<run_id>/`` -> terminal and UI.
+"""Reports people read: curated tables -> statistics -> ``DIR/reports/<run_id>/`` -> terminal and UI.
 
 Public API (docs/CONTRACTS.md, "Reports")::
 

@@ -54,26 +54,32 @@ def cmd_show(args) -> int:
 
 def register(subparsers) -> None:
     """Add ``signals`` and ``show`` to an argparse sub-parsers object."""
-    h = "curated tables -> disproportionality statistics -> report folder DIR/reports/<run_id>/ (prints the focus table)"
+    h = ("curated tables -> disproportionality statistics -> report folder DIR/reports/<run_id>/ "
+         "(prints the focus table)")
     p = subparsers.add_parser("signals", help=h, description=h)
     p.set_defaults(func=cmd_signals)
-    p.add_argument("--config", help="configuration file (default: the shipped pipeline/default_config.toml)")
-    p.add_argument("--data-dir", help="data directory (default: $FAERS_DATA_DIR or ./data)")
-    p.add_argument("--substances", help=f"comma list overriding the focus substances ({', '.join(FOCUS_SUBSTANCES)})")
-    p.add_argument("--pt-groups", help="comma list of configured PT groups to report (default: all)")
-    p.add_argument("--roles", help=f"comma list of exposure role codes ({', '.join(ROLE_CODES)}; default: config)")
-    p.add_argument("--mgps-likelihood", choices=MGPS_LIKELIHOODS,
-                   help="MGPS prior likelihood (default: config)")
-    p.add_argument("--cutoff-quarter", help="use only reports published up to this quarter, e.g. 2024Q2")
+    p.add_argument("--config", metavar="FILE",
+                   help="configuration file (default: the shipped pipeline/default_config.toml)")
+    p.add_argument("--data-dir", metavar="DIR", help="data directory (default: $FAERS_DATA_DIR or ./data)")
+    p.add_argument("--substances", metavar="LIST",
+                   help=f"comma list overriding the focus substances ({', '.join(FOCUS_SUBSTANCES)})")
+    p.add_argument("--pt-groups", metavar="LIST", help="comma list of configured PT groups to report (default: all)")
+    p.add_argument("--roles", metavar="LIST",
+                   help=f"comma list of exposure role codes ({', '.join(ROLE_CODES)}; default: config)")
+    p.add_argument("--mgps-likelihood", choices=MGPS_LIKELIHOODS, metavar="L",
+                   help=f"MGPS prior likelihood: {', '.join(MGPS_LIKELIHOODS[:-1])} or {MGPS_LIKELIHOODS[-1]} "
+                        f"(default: config)")
+    p.add_argument("--cutoff-quarter", metavar="Q", help="use only reports published up to this quarter, e.g. 2024Q2")
     p.add_argument("--force", action="store_true", help="rebuild even when inputs and parameters are unchanged")
 
     h = "print a slice of the latest report (default: every substance x PT group)"
     p = subparsers.add_parser("show", help=h, description=h)
     p.set_defaults(func=cmd_show)
-    p.add_argument("--substance", help="comma list of substances")
-    p.add_argument("--pt-group", help="comma list of PT groups")
-    p.add_argument("--pt", help="comma list of PTs (case-insensitive)")
-    p.add_argument("--top", type=int, default=0, help="also show each substance's N best PTs by ROR lower bound")
-    p.add_argument("--limit", type=int, help="print at most N rows")
-    p.add_argument("--run", help="a run id instead of the latest report")
-    p.add_argument("--data-dir", help="data directory (default: $FAERS_DATA_DIR or ./data)")
+    p.add_argument("--substance", metavar="LIST", help="comma list of substances")
+    p.add_argument("--pt-group", metavar="LIST", help="comma list of PT groups")
+    p.add_argument("--pt", metavar="LIST", help="comma list of PTs (case-insensitive)")
+    p.add_argument("--top", metavar="N", type=int, default=0,
+                   help="also show each substance's N best PTs by ROR lower bound")
+    p.add_argument("--limit", metavar="N", type=int, help="print at most N rows")
+    p.add_argument("--run", metavar="RUN_ID", help="a run id instead of the latest report")
+    p.add_argument("--data-dir", metavar="DIR", help="data directory (default: $FAERS_DATA_DIR or ./data)")

@@ -6,6 +6,7 @@ substance's best PTs ranked by the ROR lower bound, ``limit`` caps the rows. NaN
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -65,24 +66,28 @@ def select_rows(signals: pd.DataFrame, substance=None, pt_group=None, pt=None, t
 
 
 def format_table(rows: pd.DataFrame, conf_label: str = "95% CI") -> str:
-    header = ["substance", "PT group / PT", "a", "E", f"ROR [{conf_label}]", "IC025", "EB05", "flags"]
-    lines = []
+    """The rows as an aligned plain-text table (rich, no colour: it goes to logs and pipes as well)."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1), header_style="")
+    for name, justify in (("substance", "left"), ("PT group / PT", "left"), ("a", "right"), ("E", "right"),
+                          (f"ROR [{conf_label}]", "right"), ("IC025", "right"), ("EB05", "right"),
+                          ("flags", "left")):
+        table.add_column(name, justify=justify, no_wrap=True)
     for r in rows.to_dict("records"):
         event = r["pt_group"] if r.get("pt") is None or (isinstance(r.get("pt"), float) and math.isnan(r["pt"])) \
             else f"PT: {r['pt']}"
         flags = " ".join(n for c, n in FLAGS if bool(r[c])) or "-"
-        lines.append([str(r["substance"]), str(event), _num(r["a"], "int"), _num(r["expected"]),
+        table.add_row(str(r["substance"]), str(event), _num(r["a"], "int"), _num(r["expected"]),
                       f"{_num(r['ror'])} [{_num(r['ror_lo'])}, {_num(r['ror_hi'])}]", _num(r["ic025"]),
-                      _num(r["eb05"]), flags])
-    widths = [max(len(h), *(len(x[i]) for x in lines)) if lines else len(h) for i, h in enumerate(header)]
-    right = {2, 3, 4, 5, 6}
-
-    def fmt_line(cells):
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-
-    out = [fmt_line(header), "  ".join("-" * w for w in widths)]
-    out += [fmt_line(x) for x in lines]
-    return "\n".join(s.rstrip() for s in out)
+                      _num(r["eb05"]), flags)
+    console = Console(file=io.StringIO(), width=400, color_system=None, highlight=False, markup=False,
+                      emoji=False, soft_wrap=True)
+    console.print(table)
+    text = console.file.getvalue()
+    return "\n".join(line.rstrip() for line in text.splitlines() if line.strip())
 
 
 def focus_table_text(report_dir: str | os.PathLike, substance=None, pt_group=None, limit: int | None = None, *,

@@ -30,16 +30,18 @@ HELP = ("the statistics engine alone: PRR, ROR, chi-square, Fisher, IC and MGPS/
 def register(subparsers) -> Any:
     """Add the ``disproportionality`` subcommand to an argparse ``subparsers`` object."""
     p = subparsers.add_parser("disproportionality", help=HELP, description=HELP)
-    p.add_argument("--input", required=True, help="input table (.csv or .parquet)")
-    p.add_argument("--out", required=True, help="output table (.parquet or .csv); a <out>.json sidecar is written")
+    p.add_argument("--input", required=True, metavar="FILE", help="input table (.csv or .parquet)")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="output table (.parquet or .csv); a <out>.json sidecar is written")
     p.add_argument("--input-kind", choices=("reports", "counts"), default="reports",
                    help="reports: rows (report_id, drug, event[, strata]), duplicates counted once (default); "
                         "counts: columns drug, event, a, n_drug, n_event, n_total")
     p.add_argument("--mgps-likelihood", choices=("openebgm", "conditional", "zero-inclusive"), default="openebgm",
                    help="MGPS prior likelihood (default openebgm: per-component truncation at N*=1)")
-    p.add_argument("--strata", default=None,
+    p.add_argument("--strata", default=None, metavar="COL,...",
                    help="comma-separated stratum columns of a reports input for a stratified expected count")
-    p.add_argument("--confidence-level", type=float, default=0.95, help="level of PRR/ROR/IC intervals (0.95)")
+    p.add_argument("--confidence-level", type=float, default=0.95, metavar="X",
+                   help="level of PRR/ROR/IC intervals (0.95)")
     p.add_argument("--haldane", action="store_true",
                    help="add 0.5 to all cells only for a statistic that is otherwise undefined (off by default)")
     p.set_defaults(func=cmd_disproportionality)

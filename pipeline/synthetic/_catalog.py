@@ -311,7 +311,7 @@ def member_name(q: Quarter, table: str) -> str:
 
 
 def deleted_member(q: Quarter) -> str | None:
-    """FDA's deleted-case list name in quarter ``q`` (faers_format.md section 7), None before 2019Q1."""
+    """FDA's deleted-case list name in quarter ``q``, None before 2019Q1."""
     yy = q.yyqq
     if q < Quarter(2019, 1):
         return None

@@ -19,18 +19,21 @@ def migrate() -> None:
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300)
 
 
+def _bag():
+    """The DAG folder parsed as Airflow's dag-processor parses its bundle (bundle root on ``sys.path``)."""
+    from airflow.dag_processing.dagbag import BundleDagBag
+
+    return BundleDagBag(dag_folder=str(DAGS), bundle_path=DAGS, bundle_name="dags-folder")
+
+
 @functools.cache
 def parsed_bag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(DAGS))
+    return _bag()
 
 
 def load_dag(dag_id: str, *, retries: int = 0):
     """A fresh parse of ``dag_id`` with every task's retries forced to ``retries`` (no retry delays in tests)."""
-    from airflow.dag_processing.dagbag import DagBag
-
-    dag = DagBag(dag_folder=str(DAGS)).dags[dag_id]
+    dag = _bag().dags[dag_id]
     for t in dag.tasks:
         t.retries = retries
     return dag
