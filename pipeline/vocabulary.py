@@ -18,7 +18,7 @@ FAMILY = "ketamine_family"
 #: Everything a report can be asked about, family last.
 FOCUS_SUBSTANCES: tuple[str, ...] = SUBSTANCES + (FAMILY,)
 
-#: FDA DRUG.role_cod values and their meaning (FAERS ASC_NTS).
+#: FDA DRUG.role_cod values and their meaning.
 ROLES: dict[str, str] = {"PS": "primary suspect", "SS": "secondary suspect", "C": "concomitant",
                          "I": "interacting"}
 ROLE_CODES: tuple[str, ...] = tuple(ROLES)

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.curate.substance_names import (GENERIC, RACEMIC, SPECIFIC, Mention, NameReader, best, fold,
+from pipeline.curate.substance_names import (GENERIC, RACEMIC, SPECIFIC, NameReader, best, fold,
                                               resolve)
 from pipeline.settings import load_config
 from tests.test_curate import FIXTURE, Raw, _real_fixture, ingredients, read, run
@@ -186,10 +186,6 @@ def test_ranks_within_one_name():
     assert set(READER.read("SPRAVATO (KETAMINE)")) == {"esketamine"}
     assert set(READER.read("ESKETAMINE\\ARKETAMINE")) == {"esketamine", "arketamine"}  # two specific: both kept
     assert best([]) == {}
-
-
-def _m(s, rank=None):
-    return {s: Mention(s, SPECIFIC if rank is None and s != "ketamine" else (rank or GENERIC), "name", s)}
 
 
 @pytest.mark.parametrize("prod_ai, drugname, blank, chosen, side, conflict", [
