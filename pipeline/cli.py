@@ -14,8 +14,7 @@ from pathlib import Path
 
 from pipeline import __version__
 from pipeline.errors import OS_ERROR_EXIT, PipelineError
-
-FDA_QUARTERLY_PAGE = "https://fis.fda.gov/extensions/FPD-QDE-FAERS/FPD-QDE-FAERS.html"
+from pipeline.vocabulary import FDA_QUARTERLY_PAGE
 
 log = logging.getLogger("pipeline")
 

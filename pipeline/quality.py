@@ -824,7 +824,7 @@ class RawQuarterValidation:
 # --------------------------------------------------------------------------------------------
 # Curated tables
 # --------------------------------------------------------------------------------------------
-CURATED_TABLES = ("reports", "report_ingredients", "report_pts", "funnel", "unmapped_drugs")
+CURATED_TABLES = ("reports", "report_ingredients", "report_pts", "funnel", "unmapped_drugs", "name_conflicts")
 
 
 def _cfg_threshold(config, name: str, default: float) -> float:
@@ -908,7 +908,7 @@ def validate_curated(data_dir: DataDir, config=None, *, unmapped_share_max: floa
         return out
 
     # Row-level suites.
-    for name in ("reports", "report_ingredients", "report_pts", "unmapped_drugs"):
+    for name in ("reports", "report_ingredients", "report_pts", "unmapped_drugs", "name_conflicts"):
         if schemas[name] is not None:
             checks += gx_table(name, _to_pandas(tables[name], suite_columns(suites[name])))
 
@@ -929,7 +929,9 @@ def validate_curated(data_dir: DataDir, config=None, *, unmapped_share_max: floa
         checks += gx_table("analysis_population", df, load_suite("curated_analysis_population"),
                            index=["report_id"])
         rid_set = pc.unique(rid.drop_null())
-        for child in ("report_ingredients", "report_pts"):
+        for child in ("report_ingredients", "report_pts", "name_conflicts"):
+            if schemas[child] is None:
+                continue
             ids = pc.unique(tables[child].column("report_id").combine_chunks())
             orphans = pc.filter(ids, pc.invert(pc.fill_null(pc.is_in(ids, value_set=rid_set), False)))
             c = _named("curated", child, scope, "report_id_in_reports", CRITICAL, len(orphans) == 0,

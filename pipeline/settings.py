@@ -2,7 +2,7 @@
 policy, thresholds and statistics options (``pipeline/default_config.toml`` is the shipped default).
 
 The file is data, validated on load against :data:`SPEC`: every key is required, unknown keys, wrong types,
-unknown role codes, empty PT groups and a substance regex that matches one of its own traps each raise a
+unknown role codes, empty PT groups and a look-alike trap that reads as a family substance each raise a
 :class:`~pipeline.errors.PipelineError` naming the key. ``Config.sha256`` is the sha256 of the file's bytes and
 goes into every curated table and manifest; ``Config.as_dict()`` is the parsed file (for manifests).
 """
@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
+from pipeline.vocabulary import MGPS_LIKELIHOODS, ROLE_CODES, SUBSTANCES
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default_config.toml")
 
-SUBSTANCES = ("ketamine", "esketamine", "arketamine", "norketamine")
-ROLE_CODES = ("PS", "SS", "C", "I")
-MGPS_LIKELIHOODS = ("openebgm", "conditional", "zero-inclusive")
 
 # Type tokens of the spec: "str", "int", "float" (int accepted), "bool", "list[str]", "list[float]",
 # "map[str]" (table of free keys -> str), or a nested dict (fixed keys). "groups" = table of PT groups.
@@ -31,8 +28,7 @@ _GROUP_SPEC = {"source": "str", "pts": "list[str]"}
 
 SPEC: dict[str, Any] = {
     "case_definition": {"version": "str", "description": "str"},
-    "substances": {"regex": "str", "traps": "list[str]", "prefixes": "map[str]", "ingredients": "map[str]",
-                   "brands": "map[str]"},
+    "substances": {"traps": "list[str]", "ingredients": "map[str]", "brands": "map[str]"},
     "drugs": {"salt_suffixes": "list[str]", "top_unmapped": "int", "aliases": "map[str]"},
     "exposure": {"roles": "list[str]"},
     "pt_groups": "groups",
@@ -91,9 +87,7 @@ class Config:
     sha256: str
     case_definition_version: str
     case_definition_description: str
-    substance_regex: str
     traps: tuple[str, ...]
-    prefixes: tuple[tuple[str, str], ...]          # regex prefix (without ( ) -) -> substance
     ingredients: tuple[tuple[str, str], ...]       # substance -> canonical ingredient name
     brands: tuple[tuple[str, str], ...]            # brand -> substance
     salt_suffixes: tuple[str, ...]
@@ -115,10 +109,6 @@ class Config:
     @property
     def substances(self) -> tuple[str, ...]:
         return SUBSTANCES
-
-    @property
-    def compiled_regex(self) -> re.Pattern:
-        return re.compile(self.substance_regex)
 
     def pt_group(self, name: str) -> PtGroup:
         for g in self.pt_groups:
@@ -185,20 +175,16 @@ def _validate(path: Path, data: dict, spec: dict, prefix: str = "") -> None:
 
 def _semantic_checks(path: Path, d: dict) -> None:
     s = d["substances"]
-    try:
-        rx = re.compile(s["regex"])
-    except re.error as exc:
-        raise _err(path, "substances.regex", f"is not a valid regular expression ({exc})") from None
-    if "pre" not in rx.groupindex:
-        raise _err(path, "substances.regex", "needs a named group (?P<pre>...) for the substance prefix")
+    for k, v in s["brands"].items():
+        if v not in SUBSTANCES:
+            raise _err(path, f"substances.brands.{k}", f"names unknown substance {v!r} "
+                                                       f"(allowed: {', '.join(SUBSTANCES)})")
+    from pipeline.curate.substance_names import NameReader
+
+    reader = NameReader(s["brands"])
     for trap in s["traps"]:
-        if rx.search(trap.upper()):
-            raise _err(path, "substances.traps", f"look-alike {trap!r} matches substances.regex")
-    for table in ("prefixes", "brands"):
-        for k, v in s[table].items():
-            if v not in SUBSTANCES:
-                raise _err(path, f"substances.{table}.{k}", f"names unknown substance {v!r} "
-                                                            f"(allowed: {', '.join(SUBSTANCES)})")
+        if reader.substances(trap):
+            raise _err(path, "substances.traps", f"look-alike {trap!r} reads as {'+'.join(reader.substances(trap))}")
     for sub in SUBSTANCES:
         if sub not in s["ingredients"]:
             raise _err(path, f"substances.ingredients.{sub}", "is missing")
@@ -259,9 +245,7 @@ def load_config(path: str | Path | None = None) -> Config:
         sha256=hashlib.sha256(raw).hexdigest(),
         case_definition_version=data["case_definition"]["version"],
         case_definition_description=data["case_definition"]["description"],
-        substance_regex=s["regex"],
         traps=tuple(s["traps"]),
-        prefixes=tuple(sorted(s["prefixes"].items())),
         ingredients=tuple(sorted(s["ingredients"].items())),
         brands=tuple(sorted((norm(k), v) for k, v in s["brands"].items())),
         salt_suffixes=tuple(norm(x) for x in dr["salt_suffixes"]),

@@ -621,8 +621,15 @@ def make_curated(root: Path, n_demo: int = 200) -> tuple[DataDir, dict]:
         (7, "ketamine-family exposure", n_both, n_ket, "PS+SS")],
         columns=["step", "name", "reports_in", "reports_out", "reason"])
     unmapped = pd.DataFrame({"drugname": ["XYZ TABS", "FOO"], "n_rows": [9, 3], "n_reports": [7, 3]})
+    first = reports.iloc[:2]
+    conflicts = pd.DataFrame({
+        "report_id": first["report_id"].to_numpy(), "primaryid": first["primaryid"].to_numpy(),
+        "quarter": "2024Q1", "drug_seq": [1, 2], "role_cod": ["PS", "SS"], "drugname": ["SPRAVATO", "KETAMINE"],
+        "prod_ai": ["KETAMINE", "MIDAZOLAM"], "substance_from_drugname": ["esketamine", "ketamine"],
+        "substance_from_prod_ai": ["ketamine", None], "chosen": ["esketamine", None],
+        "chosen_from": ["drugname", None], "reason": ["drugname more specific", "prod_ai kept"]})
     frames = {"reports": reports, "report_ingredients": ing, "report_pts": pts, "funnel": funnel,
-              "unmapped_drugs": unmapped}
+              "unmapped_drugs": unmapped, "name_conflicts": conflicts}
     write_curated(dd, frames, unmapped_share=0.01)
     return dd, frames
 
@@ -735,6 +742,18 @@ def test_curated_orphan_ingredient_rows_and_bad_role(tmp_path):
                                "1 rows", "'XX'")
     assert any("report_id_in_reports(report_id) failed: 1 report_id(s) not in reports, e.g. 424242" in x
                for x in exc.summary["critical_failures"])
+
+
+def test_curated_name_conflicts_checked(tmp_path):
+    """A listed conflict belongs to a kept report and counts one family substance per drug row."""
+    dd, f = make_curated(tmp_path)
+    nc = f["name_conflicts"].copy()
+    nc.loc[0, "report_id"] = 434343
+    nc.loc[1, "chosen"] = "esketamine+ketamine"
+    write_curated(dd, {**f, "name_conflicts": nc})
+    exc = curated_critical(dd, "curated name_conflicts: expect_column_values_to_be_in_set(chosen) failed: 1 rows")
+    assert any("curated name_conflicts: report_id_in_reports(report_id) failed: 1 report_id(s) not in reports, "
+               "e.g. 434343" in x for x in exc.summary["critical_failures"])
 
 
 # =============================================================================================
@@ -953,7 +972,7 @@ def test_every_curated_and_output_expectation_can_fail(tmp_path, scored):
     bases = {
         "curated_reports": reports, "curated_report_ingredients": f["report_ingredients"],
         "curated_report_pts": f["report_pts"], "curated_funnel": funnel, "curated_unmapped_drugs": f["unmapped_drugs"],
-        "curated_analysis_population": pop, "curated_drug_mapping": pd.DataFrame({"unmapped_share": [0.01]}),
+        "curated_name_conflicts": f["name_conflicts"], "curated_analysis_population": pop, "curated_drug_mapping": pd.DataFrame({"unmapped_share": [0.01]}),
         "outputs_signals": quality._outputs_frame(signals, ["substance", "pt", "pt_group"], rules),
         "outputs_all_pairs": quality._outputs_frame(all_pairs, ["drug", "event"], rules),
         "outputs_mgps": mg,

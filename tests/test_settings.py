@@ -34,7 +34,7 @@ def test_default_config_loads():
     assert (t.ror_min_a, t.ror_lo_gt, t.ic025_gt, t.eb05_ge) == (3, 1.0, 0.0, 2.0)
     assert c.mgps_likelihood == "openebgm" and c.confidence_level == 0.95
     assert dict(c.brands)["KETANEST S"] == "esketamine" and dict(c.brands)["KETALAR"] == "ketamine"
-    assert c.case_definition_version == "ketamine-family-v1"
+    assert c.case_definition_version == "ketamine-family-v2"
 
 
 def test_as_dict_is_json_and_carries_sha():
@@ -73,7 +73,8 @@ def test_sha_changes_with_bytes(tmp_path):
     ({"null_key_tolerance = 0.001\n": ""}, "", "'curation.null_key_tolerance'"),
     ({'SPRAVATO = "esketamine"': 'SPRAVATO = "esketamin"'}, "", "'substances.brands.SPRAVATO'"),
     ({'traps = ["KETOROLAC"': 'traps = ["KETAMINE HCL", "KETOROLAC"'}, "", "'substances.traps'"),
-    ({"regex = '(?<![A-Z])(?P<pre>": "regex = '(?<![A-Z])(?P<pre"}, "", "'substances.regex'"),
+    ({'traps = ["KETOROLAC"': 'traps = ["SPRAVATO 28 MG", "KETOROLAC"'}, "", "'substances.traps'"),
+    ({"[substances]\n": "[substances]\nregex = 'KETAMIN'\n"}, "", "'substances.regex'"),
     ({"age_band_edges = [18, 45, 65, 75]": "age_band_edges = [45, 18]"}, "", "'curation.age_band_edges'"),
 ])
 def test_bad_keys_are_named(tmp_path, replace, append, key):

@@ -54,7 +54,7 @@ def config_path() -> str | None:
 
 def source() -> str:
     """``FAERS_SOURCE``, else FDA's quarterly-files page."""
-    from pipeline.cli import FDA_QUARTERLY_PAGE
+    from pipeline.vocabulary import FDA_QUARTERLY_PAGE
 
     return setting("FAERS_SOURCE") or FDA_QUARTERLY_PAGE
 

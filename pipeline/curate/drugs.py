@@ -1,16 +1,20 @@
 """Drug rows -> ingredients, the ketamine-family classification and ``matched_by``.
 
-Deterministic, no fuzzy matching. Per drug row:
+Deterministic, no fuzzy matching. Family names are read by :mod:`pipeline.curate.substance_names`. Per drug row:
 
 * ``prod_ai`` (FDA's active ingredient text, 2014Q3+) first: split on ``\\``, `` OR ``, `` AND OR ``; each
-  component is classified by the substance regex (-> ``prod_ai``) or the brand table (-> ``brand``); any other
+  component is read for a family substance (-> ``prod_ai``, or ``brand``); any other
   component becomes an ingredient after salt stripping and the alias table's synonyms (-> ``prod_ai``);
-* else ``drugname``, per component: substance regex (-> ``drugname``), brand table (-> ``brand``), a known
+* else ``drugname``, per component: a family name (-> ``drugname``), brand table (-> ``brand``), a known
   ingredient (any salt-stripped prod_ai component seen in the data, -> ``drugname``), the reviewed alias table
   (-> ``alias``), then the same on a parenthesised part (``INEXIUM (ESOMEPRAZOLE MAGNESIUM)``), then FDA's own
   pairing of that drugname with one prod_ai elsewhere in the data (>= 90 % of >= 2 rows, -> ``drugname``);
   otherwise the salt-stripped name is kept as an ``unmapped`` ingredient (background) and listed in
   ``unmapped_drugs``.
+
+The family substance of a row with both fields is then settled between them
+(:func:`~pipeline.curate.substance_names.resolve`: the more specific name wins, a tie keeps ``prod_ai``), and every
+row where they disagree is listed in the temp table ``name_conflicts``.
 
 Names are normalised in DuckDB (upper-case, whitespace collapsed, trailing ``.``/``,``/``;`` removed) and the
 Python mapping runs once per DISTINCT normalised text, then is joined back.
@@ -24,8 +28,10 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 
+from pipeline.curate.substance_names import Mention, NameReader, best, canonical_mention, resolve
 from pipeline.settings import Config
 
+_NONE: dict = {}  # shared "names no family substance" (never mutated)
 _SPLIT = re.compile(r"\s*\\\s*|\s+AND OR\s+|\s+OR\s+")
 _PAREN = re.compile(r"^(?P<base>[^(]*?)\s*\((?P<inner>[^()]*)\)\s*$")
 
@@ -41,7 +47,7 @@ def normalise(text: str) -> str:
 
 @dataclass
 class Matcher:
-    """Name -> [(ingredient, substance|None, matched_by)] with the config's regex, brands, salts and aliases."""
+    """Name -> [(ingredient, substance|None, matched_by)] with the name reader, config brands, salts, aliases."""
 
     config: Config
     vocabulary: frozenset[str] = frozenset()
@@ -50,33 +56,25 @@ class Matcher:
 
     def __post_init__(self):
         c = self.config
-        self.rx = c.compiled_regex
-        self.prefixes = dict(c.prefixes)
+        self.reader = NameReader(c.brands)
         self.ingredient_of = dict(c.ingredients)
         self.substance_of_ingredient = {v: k for k, v in c.ingredients}
-        brands = sorted((b for b, _ in c.brands), key=lambda b: (-len(b), b))
-        self.brand_rx = re.compile(r"(?<![A-Z0-9])(" + "|".join(re.escape(b) for b in brands) + r")(?![A-Z0-9])")
-        self.brand_of = dict(c.brands)
+        self._read: dict[str, dict[str, Mention]] = {}
         self.salts = frozenset(c.salt_suffixes)
         self.aliases = dict(c.aliases)
 
     # --- pieces -----------------------------------------------------------------------------------------
-    def substances_in(self, text: str) -> list[str]:
-        out = []
-        for m in self.rx.finditer(text):
-            pre = re.sub(r"[()\-]", "", m.group("pre") or "")
-            sub = self.prefixes.get(pre)
-            if sub and sub not in out:
-                out.append(sub)
+    def read(self, text: str) -> dict[str, Mention]:
+        """Family substances ``text`` names (specificity rule applied), cached per text that may name one."""
+        if not self.reader.may_name(text):
+            return _NONE
+        out = self._read.get(text)
+        if out is None:
+            out = self._read[text] = self.reader.read(text)
         return out
 
-    def brand_substances(self, text: str) -> list[str]:
-        out = []
-        for m in self.brand_rx.finditer(text):
-            sub = self.brand_of[m.group(1)]
-            if sub not in out:
-                out.append(sub)
-        return out
+    def substances_in(self, text: str) -> list[str]:
+        return list(self.read(text))
 
     def strip_salts(self, name: str) -> str:
         tokens = name.split(" ")
@@ -84,12 +82,9 @@ class Matcher:
             tokens.pop()
         return " ".join(tokens)
 
-    def _ketamine(self, comp: str, via_regex: str) -> list[tuple[str, str, str]]:
-        subs = self.substances_in(comp)
-        if subs:
-            return [(self.ingredient_of[s], s, via_regex) for s in subs]
-        subs = self.brand_substances(comp)
-        return [(self.ingredient_of[s], s, "brand") for s in subs]
+    def _ketamine(self, comp: str, via_name: str) -> list[tuple[str, str, str]]:
+        return [(self.ingredient_of[s], s, via_name if m.via == "name" else "brand")
+                for s, m in self.read(comp).items()]
 
     def _alias(self, name: str) -> list[str] | None:
         for key in (name, self.strip_salts(name)):
@@ -151,6 +146,51 @@ class Matcher:
                     out.append(item)
         return out
 
+    def _side(self, text: str, items) -> dict[str, Mention]:
+        # what one field names: its own text, plus family ingredients reached through an alias or FDA's pairing
+        got = self.read(text)
+        extra = [canonical_mention(s, how) for _, s, how in items if s and s not in got]
+        return best([*got.values(), *extra]) if extra else got
+
+    def resolve_row(self, drugname: str, prod_ai: str, items):
+        """Settle one row's family substance between its normalised ``drugname`` and ``prod_ai``.
+
+        ``items`` = the row's mapping (of ``prod_ai``, or of ``drugname`` when ``prod_ai`` is blank). Returns the
+        items with the family part replaced by the chosen substances, the
+        :class:`~pipeline.curate.substance_names.Resolution`, and what each side named.
+        """
+        if prod_ai:
+            p, d = self._side(prod_ai, items), self.read(drugname)
+        else:
+            p, d = {}, self._side(drugname, items)
+        res = resolve(p, d, prod_ai_blank=not prod_ai)
+        family = [(self.ingredient_of[s], s, m.via if m.via in ("brand", "alias") else res.side)
+                  for s, m in res.chosen.items()]
+        return [it for it in items if it[1] is None] + family, res, p, d
+
+
+#: One row per distinct raw (drugname, prod_ai) pair whose fields disagree on the family substance.
+CONFLICT_PAIR_SCHEMA = pa.schema([("drugname", pa.string()), ("prod_ai", pa.string()),
+                                  ("substance_from_drugname", pa.string()), ("substance_from_prod_ai", pa.string()),
+                                  ("chosen", pa.string()), ("chosen_from", pa.string()), ("reason", pa.string())])
+
+
+def _conflict_rows(con: duckdb.DuckDBPyConnection, pairs: pa.Table) -> None:
+    """Temp table ``name_conflicts``: every kept drug row whose (drugname, prod_ai) pair is in ``pairs``."""
+    from pipeline.curate.versions import child_rows
+
+    con.register("conflict_pairs", pairs)
+    rows = child_rows("DRUG", "k.primaryid, k.quarter, c.drug_seq_int AS drug_seq, "
+                              "upper(trim(c.role_cod)) AS role_cod, c.drugname, c.prod_ai")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE name_conflicts AS
+        SELECT r.report_id, r.primaryid, r.quarter, r.drug_seq, r.role_cod, r.drugname, r.prod_ai,
+               p.substance_from_drugname, p.substance_from_prod_ai, p.chosen, p.chosen_from, p.reason
+        FROM ({rows}) r JOIN conflict_pairs p
+          ON p.drugname IS NOT DISTINCT FROM r.drugname AND p.prod_ai IS NOT DISTINCT FROM r.prod_ai
+        {"" if pairs.num_rows else "WHERE false"}""")
+    con.unregister("conflict_pairs")
+
 
 PAIR_SCHEMA = pa.schema([("drugname", pa.string()), ("prod_ai", pa.string()), ("pair_id", pa.int32()),
                          ("ing_id", pa.int32()), ("rank", pa.int8())])
@@ -208,10 +248,18 @@ def build_report_ingredients(con: duckdb.DuckDBPyConnection, config: Config) -> 
     order = ("prod_ai", "drugname", "brand", "alias", "unmapped")
     ing_ids: dict[tuple[str, str | None], int] = {}
     cols: dict[str, list] = {f.name: [] for f in PAIR_SCHEMA}
+    conflicts: dict[str, list] = {f.name: [] for f in CONFLICT_PAIR_SCHEMA}
     n_rows = n_unmapped = n_blank = 0
     for pair_id, (name, prod, nn, pn, n) in enumerate(pairs):
         n_rows += n
         items = mapped_prod[pn] if pn else mapped_names.get(nn, [])
+        if matcher.read(nn) or any([s for _, s, _ in items]):  # rows naming no family substance need no rule
+            items, res, p, d = matcher.resolve_row(nn, pn, items)
+            if res.reason:
+                for key, value in (("drugname", name), ("prod_ai", prod), ("substance_from_drugname", "+".join(d)),
+                                   ("substance_from_prod_ai", "+".join(p)), ("chosen", "+".join(res.chosen)),
+                                   ("chosen_from", res.side), ("reason", res.reason)):
+                    conflicts[key].append(value or None if key.startswith(("substance", "chosen")) else value)
         if not items:
             n_blank += n
         elif not pn and any(m == "unmapped" for _, _, m in items):
@@ -246,6 +294,7 @@ def build_report_ingredients(con: duckdb.DuckDBPyConnection, config: Config) -> 
         SELECT p.name_norm AS drugname, count(*)::BIGINT AS n_rows, count(DISTINCT k.report_id)::BIGINT AS n_reports
         FROM kdrug_mapped k JOIN pair_names p USING (pair_id) WHERE k.rank = {order.index("unmapped")}
         GROUP BY 1 ORDER BY n_reports DESC, n_rows DESC, drugname LIMIT {int(config.top_unmapped)}""")
+    _conflict_rows(con, pa.table(conflicts, schema=CONFLICT_PAIR_SCHEMA))
     by = dict(con.execute("SELECT n.matched_by, count(*) FROM kdrug_mapped JOIN match_names n USING (rank) "
                           "GROUP BY 1").fetchall())
     con.execute("DROP TABLE kdrug")
@@ -256,4 +305,6 @@ def build_report_ingredients(con: duckdb.DuckDBPyConnection, config: Config) -> 
             "unmapped_share": (n_unmapped / n_rows) if n_rows else 0.0,
             "distinct_raw_pairs": len(pairs), "distinct_prod_ai": len(mapped_prod),
             "distinct_drugnames_without_prod_ai": len(mapped_names), "learned_drugnames": len(matcher.learned),
+            "name_conflicts": {"distinct_pairs": len(conflicts["reason"]),
+                               "rows": con.execute("SELECT count(*) FROM name_conflicts").fetchone()[0]},
             "mapped_rows_by": {k: by.get(k, 0) for k in ("prod_ai", "drugname", "brand", "alias", "unmapped")}}

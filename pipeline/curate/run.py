@@ -1,5 +1,5 @@
 """``curate(data_dir, config)``: raw quarters -> ``DIR/curated/`` (reports, report_ingredients, report_pts,
-funnel, unmapped_drugs, manifest.json). DuckDB does the heavy joins out of core; pandas is not used.
+funnel, unmapped_drugs, name_conflicts, manifest.json). DuckDB does the heavy joins out of core; pandas is not used.
 
 The whole folder is written beside ``curated/`` and swapped in at the end (:func:`pipeline.atomic.atomic_dir`),
 so readers see the old or the new set, never a mix. A run whose inputs' fingerprint (raw files, ingest records,
@@ -27,11 +27,12 @@ from pipeline.curate.tables import CURATED
 from pipeline.errors import PipelineError
 from pipeline.layout import DataDir
 from pipeline.settings import Config
+from pipeline.vocabulary import FAMILY, SUBSTANCES
 
 log = logging.getLogger("pipeline.curate")
 
 #: bump when a rule changes, so an unchanged input is still re-curated by new code
-CURATE_VERSION = "3"
+CURATE_VERSION = "4"
 
 #: every table a curated folder holds (the case-level tables and the version history)
 ALL_TABLES = {**CURATED, **history.TABLES}
@@ -220,7 +221,7 @@ def _funnel(con, counts: dict, config: Config) -> tuple[list[tuple], dict]:
     family = n("SELECT count(DISTINCT report_id) FROM exposed")
     per_sub = dict(con.execute("SELECT substance, count(*) FROM exposed GROUP BY 1").fetchall())
     substance_counts = {s: int(per_sub.get(s, 0)) for s in config.substances}
-    substance_counts["ketamine_family"] = int(family)
+    substance_counts[FAMILY] = int(family)
     steps = [
         ("raw DEMO rows", counts["raw"], counts["raw"], "every DEMO row of every ingested quarter"),
         ("unusable keys removed", counts["raw"], counts["valid_keys"],
@@ -240,7 +241,7 @@ def _funnel(con, counts: dict, config: Config) -> tuple[list[tuple], dict]:
          + ("non-kept members excluded" if config.duplicates.exclude_flagged_duplicates else "flagged only")),
         ("analysis population", analysis, analysis, "reports.in_analysis"),
         ("ketamine-family exposure", analysis, family,
-         f"analysis reports naming ketamine/esketamine/arketamine/norketamine with role {roles}"),
+         f"analysis reports naming {'/'.join(SUBSTANCES)} with role {roles}"),
     ]
     return [(i + 1, *s) for i, s in enumerate(steps)], substance_counts
 
@@ -263,6 +264,7 @@ def _write(con, data_dir: DataDir, config: Config, fp: str, files, counts, funne
         "funnel": f"SELECT col0::BIGINT AS step, col1 AS name, col2::BIGINT AS reports_in, "
                   f"col3::BIGINT AS reports_out, col4 AS reason FROM (VALUES {funnel_values}) ORDER BY step",
         "unmapped_drugs": "SELECT * FROM unmapped_drugs ORDER BY n_reports DESC, n_rows DESC, drugname",
+        "name_conflicts": "SELECT * FROM name_conflicts ORDER BY report_id, quarter, drug_seq",
         **history.QUERIES,
     }
     records = {r["quarter"]: r for r in _ingest_records(data_dir, as_of)}
@@ -317,5 +319,5 @@ def _write(con, data_dir: DataDir, config: Config, fp: str, files, counts, funne
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     log.info("curated %s quarter(s): %s kept cases, %s in analysis, %s ketamine-family", len(quarters),
              f"{counts['kept']:,}", f"{summary['analysis_population']:,}",
-             f"{substance_counts['ketamine_family']:,}")
+             f"{substance_counts[FAMILY]:,}")
     return summary

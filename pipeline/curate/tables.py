@@ -31,6 +31,15 @@ FUNNEL = pa.schema([
 
 UNMAPPED_DRUGS = pa.schema([("drugname", pa.string()), ("n_rows", pa.int64()), ("n_reports", pa.int64())])
 
+#: Kept drug rows whose drugname and prod_ai name different ketamine-family substances (or only the drugname does):
+#: what each field names ('+'-joined, null = none), what was counted (``chosen``, from ``chosen_from``) and why.
+NAME_CONFLICTS = pa.schema([
+    ("report_id", pa.int64()), ("primaryid", pa.int64()), ("quarter", pa.string()), ("drug_seq", pa.int64()),
+    ("role_cod", pa.string()), ("drugname", pa.string()), ("prod_ai", pa.string()),
+    ("substance_from_drugname", pa.string()), ("substance_from_prod_ai", pa.string()), ("chosen", pa.string()),
+    ("chosen_from", pa.string()), ("reason", pa.string()),
+])
+
 PT_GROUPS = pa.schema([("pt_group", pa.string()), ("pt", pa.string()), ("pt_key", pa.string())])
 
 CURATED = {
@@ -39,4 +48,5 @@ CURATED = {
     "report_pts": REPORT_PTS,
     "funnel": FUNNEL,
     "unmapped_drugs": UNMAPPED_DRUGS,
+    "name_conflicts": NAME_CONFLICTS,
 }

@@ -45,13 +45,12 @@ import pyarrow.parquet as pq
 from pipeline.atomic import atomic_path, sha256_file, write_json, write_parquet
 from pipeline.errors import PipelineError
 from pipeline.layout import DataDir
+from pipeline.vocabulary import FAMILY, ROLE_CODES, SUBSTANCES
 
 log = logging.getLogger("pipeline.reports")
 
 #: Bump when the report's content rules change (part of the "changed" fingerprint).
 REPORT_VERSION = "1"
-FAMILY = "ketamine_family"
-SUBSTANCES = ("ketamine", "esketamine", "arketamine", "norketamine")
 GROUP_PREFIX = "\x1fgroup:"  # internal event key of a PT group (cannot collide with PT text)
 
 STAT_COLUMNS = (
@@ -185,10 +184,10 @@ def resolve_params(config, *, substances=None, pt_groups=None, roles=None, mgps_
         raise PipelineError(f"unknown PT group(s) {', '.join(bad)}; configured: {', '.join(group_names)}")
     groups = [g for g in group_names if g in groups]
     role_list = [r.upper() for r in (_as_list(roles) or list(config.exposure_roles))]
-    bad = [r for r in role_list if r not in ("PS", "SS", "C", "I")]
+    bad = [r for r in role_list if r not in ROLE_CODES]
     if bad:
-        raise PipelineError(f"unknown role code(s) {', '.join(bad)}; use PS, SS, C, I")
-    role_list = [r for r in ("PS", "SS", "C", "I") if r in role_list]
+        raise PipelineError(f"unknown role code(s) {', '.join(bad)}; use {', '.join(ROLE_CODES)}")
+    role_list = [r for r in ROLE_CODES if r in role_list]
     lik = mgps_likelihood or config.mgps_likelihood
     if lik not in LIKELIHOODS:
         raise PipelineError(f"unknown MGPS likelihood {lik!r}; choose one of {', '.join(LIKELIHOODS)}")
@@ -628,6 +627,9 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
         inputs = _ingest_inputs(data_dir, cur_manifest)
         synthetic = detect_synthetic(data_dir, inputs)
         unmapped = pq.read_table(cur / "unmapped_drugs.parquet").to_pandas()
+        from pipeline.reports.names_section import read_conflicts
+
+        name_conflicts = read_conflicts(cur)
         manifest = {
             "run_id": run_id,
             "created_at": now.isoformat(timespec="seconds"),
@@ -673,6 +675,7 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
                          "funnel": len(funnel)},
                 "ingredients": int(all_pairs["substance"].nunique()),
                 "unmapped_drug_names": len(unmapped),
+                "name_conflict_rows": None if name_conflicts is None else len(name_conflicts),
                 "signals_flagged": {f: int(signals[f].sum()) for f in FLAG_COLUMNS},
             },
             "package_versions": _package_versions(),
@@ -686,7 +689,7 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
         from pipeline.reports.html import render_report
 
         html_text = render_report(manifest=manifest, signals=signals, trend=trend, funnel=funnel,
-                                  unmapped=unmapped, config=config)
+                                  unmapped=unmapped, config=config, name_conflicts=name_conflicts)
         with atomic_path(staging / "report.html") as tmp:
             tmp.write_text(html_text, encoding="utf-8")
         manifest["files"] = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.errors import PipelineError
+from pipeline.vocabulary import FOCUS_SUBSTANCES, MGPS_LIKELIHOODS, ROLE_CODES
 
 
 def _csv(text: str | None) -> list[str] | None:
@@ -61,13 +62,13 @@ def register(subparsers) -> None:
                    help="configuration file (default: the shipped pipeline/default_config.toml)")
     p.add_argument("--data-dir", metavar="DIR", help="data directory (default: $FAERS_DATA_DIR or ./data)")
     p.add_argument("--substances", metavar="LIST",
-                   help="comma list overriding the focus substances (ketamine, esketamine, arketamine, norketamine, "
-                        "ketamine_family)")
+                   help=f"comma list overriding the focus substances ({', '.join(FOCUS_SUBSTANCES)})")
     p.add_argument("--pt-groups", metavar="LIST", help="comma list of configured PT groups to report (default: all)")
     p.add_argument("--roles", metavar="LIST",
-                   help="comma list of exposure role codes (PS, SS, C, I; default: config)")
-    p.add_argument("--mgps-likelihood", choices=("openebgm", "conditional", "zero-inclusive"), metavar="L",
-                   help="MGPS prior likelihood: openebgm, conditional or zero-inclusive (default: config)")
+                   help=f"comma list of exposure role codes ({', '.join(ROLE_CODES)}; default: config)")
+    p.add_argument("--mgps-likelihood", choices=MGPS_LIKELIHOODS, metavar="L",
+                   help=f"MGPS prior likelihood: {', '.join(MGPS_LIKELIHOODS[:-1])} or {MGPS_LIKELIHOODS[-1]} "
+                        f"(default: config)")
     p.add_argument("--cutoff-quarter", metavar="Q",
                    help="the database as it stood at the end of quarter Q, e.g. 2024Q2: each case at its latest "
                         "version received by Q, deleted-case lists up to Q only, duplicate flags re-derived")

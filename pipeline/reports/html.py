@@ -1,8 +1,8 @@
 """``report.html``: one self-contained page (inline CSS and SVG; no script, font or image is fetched).
 
 Sections (element ids, checked by the tests): ``synthetic-banner`` (only for synthetic input), ``summary``,
-``headline``, ``forest``, ``trend``, ``top-pts``, ``funnel``, ``unmapped``, ``methods``, ``disclaimer``,
-``provenance``. Numbers are rounded for display only; NaN prints as "—" and infinity as "∞".
+``headline``, ``forest``, ``trend``, ``top-pts``, ``funnel``, ``unmapped``, ``name-conflicts``, ``methods``,
+``disclaimer``, ``provenance``. Numbers are rounded for display only; NaN prints as "—" and infinity as "∞".
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def plain(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def render_report(*, manifest: dict, signals: pd.DataFrame, trend: pd.DataFrame, funnel: pd.DataFrame,
-                  unmapped: pd.DataFrame, config) -> str:
+                  unmapped: pd.DataFrame, config, name_conflicts: pd.DataFrame | None = None) -> str:
     signals, trend, funnel = plain(signals), plain(trend), plain(funnel)
     p = manifest["parameters"]
     subs, groups = p["substances"], p["pt_groups"]
@@ -268,6 +268,10 @@ def render_report(*, manifest: dict, signals: pd.DataFrame, trend: pd.DataFrame,
                  '(misspellings, brands) and add aliases in the config.</p>'
                  + (_table(["drug name", "DRUG rows", "reports"], urows, cls="data small")
                     if urows else "<p>None.</p>") + "</section>")
+
+    from pipeline.reports.names_section import section_html
+
+    parts.append(section_html(name_conflicts))
 
     # ---- methods ---------------------------------------------------------------------------------------------
     parts.append(_methods(manifest, config))

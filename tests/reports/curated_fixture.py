@@ -101,8 +101,15 @@ def make_curated(root: Path, *, n_reports: int = 2500, seed: int = 7, synthetic_
                             "reason": ["every DEMO row", "cross-case duplicates", "reports.in_analysis"]})
     unm = tbl("unmapped_drugs", {"drugname": ["MYSTERY TABS", "HERBAL <TEA> & CO"], "n_rows": [12, 3],
                                  "n_reports": [10, 3]})
+    r0 = reports[0][0]
+    conflicts = tbl("name_conflicts", {
+        "report_id": [r0, r0], "primaryid": [r0 * 10 + 1] * 2, "quarter": [reports[0][1]] * 2, "drug_seq": [1, 2],
+        "role_cod": ["PS", "C"], "drugname": ["SPRAVATO <NASAL>", "KETAMINE"], "prod_ai": ["KETAMINE", "MIDAZOLAM"],
+        "substance_from_drugname": ["esketamine", "ketamine"], "substance_from_prod_ai": ["ketamine", None],
+        "chosen": ["esketamine", None], "chosen_from": ["drugname", None],
+        "reason": ["drugname (esketamine) is more specific than prod_ai (ketamine)", "prod_ai kept"]})
     for name, t in [("reports", rep), ("report_ingredients", ing), ("report_pts", rpt), ("funnel", funnel),
-                    ("unmapped_drugs", unm)]:
+                    ("unmapped_drugs", unm), ("name_conflicts", conflicts)]:
         pq.write_table(t, cur / f"{name}.parquet", compression="zstd")
     inputs = [{"quarter": q, "era": "faers_b", "zip": f"faers_ascii_{q.lower()}.zip",
                "zip_sha256": hashlib.sha256(q.encode()).hexdigest(), "ingest_record_sha256": None}

@@ -13,8 +13,8 @@ import pytest
 
 from tests.reports.conftest import report_dir
 
-SECTIONS = ("summary", "headline", "forest", "trend", "top-pts", "funnel", "unmapped", "methods", "disclaimer",
-            "provenance")
+SECTIONS = ("summary", "headline", "forest", "trend", "top-pts", "funnel", "unmapped", "name-conflicts", "methods",
+            "disclaimer", "provenance")
 CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
                  if Path(p).exists()), None)
 
@@ -92,6 +92,9 @@ def test_every_section_present_and_self_contained(built):
         assert needle in methods, needle
     assert "MYSTERY TABS" in " ".join(page.text["unmapped"])
     assert "HERBAL &lt;TEA&gt; &amp; CO" in text  # escaped
+    conflicts = " ".join(page.text["name-conflicts"])
+    assert "SPRAVATO <NASAL>" in conflicts and "SPRAVATO &lt;NASAL&gt;" in text and "2 drug row(s)" in conflicts
+    assert m["counts"]["name_conflict_rows"] == 2
 
 
 def test_headline_numbers_match_signals(built):
