@@ -5,7 +5,8 @@ turned into a non-zero exit code; everything else is a bug and keeps its traceba
 (shown with ``--debug``).
 
 Exit codes: 2 bad input or configuration, 3 source, 4 ingest, 5 validation failed (critical expectation),
-6 operating-system error (disk full, permission denied, missing file), 130 interrupted.
+6 operating-system error (disk full, permission denied, missing file), 7 out of memory (DuckDB could not stay
+within ``resources.memory_limit``), 130 interrupted.
 """
 
 #: exit code of an ``OSError`` the CLI reports as one line (not a :class:`PipelineError`)
@@ -28,3 +29,9 @@ class IngestError(PipelineError):
     """A landing file cannot be ingested (bad zip, wrong header, unsafe member)."""
 
     exit_code = 4
+
+
+class ResourceError(PipelineError):
+    """A step ran out of memory within the configured ``[resources]`` limits."""
+
+    exit_code = 7
