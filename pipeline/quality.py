@@ -295,14 +295,17 @@ class _GxCore:
         self.source = self.ctx.data_sources.add_pandas("faers")
         self._suites: dict[str, tuple[str, Any]] = {}            # name -> (content key, GX suite)
         self._definitions: dict[tuple[str, str, str], Any] = {}  # (asset, suite name, content key) -> definition
-        self.built = {"suites": 0, "definitions": 0}
+        self.built = {"suites": 0, "definitions": 0, "rebuilt": 0}
 
-    def definition(self, suite: dict, asset: str):
-        """The validation definition of ``suite`` on ``asset`` (a whole-dataframe batch), built once."""
+    def definition(self, suite: dict, asset: str, fresh: bool = False):
+        """The validation definition of ``suite`` on ``asset`` (a whole-dataframe batch), built once
+        (``fresh=True``: build the suite and the definition again)."""
         key = json.dumps(suite, sort_keys=True, default=str)
         name = suite["name"]
         have = self._suites.get(name)
-        if have is None or have[0] != key:  # new, or the same name with other expectations: replace it
+        if fresh:
+            self._definitions.pop((asset, name, key), None)
+        if have is None or have[0] != key or fresh:  # new, or the same name with other expectations: replace it
             if have is not None:
                 self.ctx.suites.delete(name)
             self._suites[name] = (key, self.ctx.suites.add(self.gx.ExpectationSuite(**suite)))
@@ -374,8 +377,17 @@ class _Gx:
             if index_columns:
                 fmt = {"result_format": "SUMMARY", "partial_unexpected_count": 10,
                        "unexpected_index_column_names": list(index_columns)}
-            return vd.run(batch_parameters={"dataframe": df}, expectation_parameters=params, result_format=fmt,
+            kwargs = dict(batch_parameters={"dataframe": df}, expectation_parameters=params, result_format=fmt,
                           run_id=RunIdentifier(run_name=run_name))
+            try:
+                return vd.run(**kwargs)
+            except ValueError as exc:  # GX's ResourceFreshnessAggregateError
+                # GX now and then holds a reused suite for changed (a freshness check against its in-memory
+                # store): build the suite and definition again and run once more
+                if "Freshness" not in type(exc).__name__:
+                    raise
+                self.core.built["rebuilt"] += 1
+                return self.core.definition(suite, asset, fresh=True).run(**kwargs)
         finally:
             pee.HASH_THRESHOLD = saved
 
