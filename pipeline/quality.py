@@ -72,7 +72,7 @@ CRITICAL, WARNING = "critical", "warning"
 #: index costs ~5-10 ms per listed result, so an uncapped index over 90 quarters would cost seconds per run.
 DATA_DOCS_INDEX_LIMIT = int(os.environ.get("FAERS_DATA_DOCS_INDEX_LIMIT", "200"))
 
-#: Typical FDA row counts per quarter and era (faers_format.md s9, widened). Used as *warning* bounds by
+#: Typical FDA row counts per quarter and era (FDA's published quarterly volumes, widened). Used as *warning* bounds by
 #: default and as critical bounds with ``row_bounds="fda"``.
 FDA_TYPICAL_ROWS: dict[str, dict[str, tuple[int, int]]] = {
     "faers_b": {"DEMO": (150_000, 800_000), "DRUG": (400_000, 4_000_000), "REAC": (400_000, 3_500_000),
