@@ -532,6 +532,17 @@ def test_orphan_child_rows(tmp_path, clean_2024q1):
     assert w.startswith("raw REAC 2024Q1: primaryid_in_demo(primaryid_int) failed: 1 of")
 
 
+def test_a_few_orphans_in_a_small_quarter_warn(tmp_path, clean_2024q1):
+    # 5 orphans are above 0.1 % of a small quarter's REAC rows, but fewer than orphan_min_count (50): a warning
+    t = dict(clean_2024q1)
+    n = t["REAC"].num_rows
+    assert 5 / n > 1e-3
+    t["REAC"] = set_col(t["REAC"], "primaryid", lambda v: spoil(v, n // 5, "999999999"))
+    summary = run_raw(tmp_path, t)
+    [w] = warnings_of(summary, "primaryid_in_demo")
+    assert "999999999" in w and not summary["critical_failures"]
+
+
 def test_code_lists_real_world_extras_warn_garbage_fails(tmp_path, clean_2024q1):
     t = dict(clean_2024q1)
     t["DEMO"] = set_col(t["DEMO"], "rept_cod", lambda v: spoil(v, 25, "30DAY"))   # 4 % of a real-world extra
