@@ -784,7 +784,7 @@ def eb_quantile(theta, n, e, prob: float, qn=None, rtol: float = 1e-8, maxiter: 
         below = F < 0
         loa = np.where(below, xa, loa)
         hia = np.where(below, hia, xa)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             cand = xa - F / dens
         bad = ~np.isfinite(cand) | (cand <= loa) | (cand >= hia)
         cand = np.where(bad, 0.5 * (loa + hia), cand)
