@@ -532,6 +532,17 @@ def test_orphan_child_rows(tmp_path, clean_2024q1):
     assert w.startswith("raw REAC 2024Q1: primaryid_in_demo(primaryid_int) failed: 1 of")
 
 
+def test_a_few_orphans_in_a_small_quarter_warn(tmp_path, clean_2024q1):
+    # 5 orphans are above 0.1 % of a small quarter's REAC rows, but fewer than orphan_min_count (50): a warning
+    t = dict(clean_2024q1)
+    n = t["REAC"].num_rows
+    assert 5 / n > 1e-3
+    t["REAC"] = set_col(t["REAC"], "primaryid", lambda v: spoil(v, n // 5, "999999999"))
+    summary = run_raw(tmp_path, t)
+    [w] = warnings_of(summary, "primaryid_in_demo")
+    assert "999999999" in w and not summary["critical_failures"]
+
+
 def test_code_lists_real_world_extras_warn_garbage_fails(tmp_path, clean_2024q1):
     t = dict(clean_2024q1)
     t["DEMO"] = set_col(t["DEMO"], "rept_cod", lambda v: spoil(v, 25, "30DAY"))   # 4 % of a real-world extra
@@ -990,6 +1001,17 @@ def test_every_curated_and_output_expectation_can_fail(tmp_path, scored):
         "outputs_signals": quality._outputs_frame(signals, ["substance", "pt", "pt_group"], rules),
         "outputs_all_pairs": quality._outputs_frame(all_pairs, ["drug", "event"], rules),
         "outputs_mgps": mg,
+        # the analyses' curated tables (OUTC, family drug rows, INDI, THER of the kept version)
+        "curated_report_outcomes": pd.DataFrame({"report_id": [1, 1, 2], "outc_cod": ["DE", "HO", "OT"]}),
+        "curated_report_substance_drugs": pd.DataFrame({
+            "report_id": [1, 2], "drug_seq": [1, 3], "substance": ["esketamine", "ketamine"], "role_cod": ["PS", "C"],
+            "route": ["Nasal", None]}),
+        "curated_report_indications": pd.DataFrame({"report_id": [1, 2], "drug_seq": [1, 3],
+                                                    "pt": ["Depression", "Anaesthesia"],
+                                                    "pt_key": ["depression", "anaesthesia"]}),
+        "curated_report_therapies": pd.DataFrame({"report_id": [1, 2], "drug_seq": [1, 3],
+                                                  "start_dt": ["20230105", "2023"],
+                                                  "start_date": [pd.Timestamp("2023-01-05"), None]}),
     }
     params = {"unmapped_share_max": 0.05, "ci_tolerance": -1e-9}
     assert set(bases) == {n for n in all_suites() if not n.startswith("raw_")}

@@ -1,6 +1,6 @@
 """``build_report``: curated tables -> disproportionality statistics -> the report folder ``DIR/reports/<run_id>/``.
 
-What is counted (statistics.md §1): the unit is the de-duplicated report of the analysis population
+What is counted: the unit is the de-duplicated report of the analysis population
 (``curated/reports.parquet`` with ``in_analysis``; a cut-off reads the database as it stood then, a from-quarter
 keeps the cases first received in it or later: :mod:`pipeline.reports.dating`). A report is *exposed* to an
 ingredient or substance when one of its drugs maps to it in one of the exposure roles (config ``[exposure] roles``,
