@@ -833,6 +833,9 @@ class RawQuarterValidation:
 # Curated tables
 # --------------------------------------------------------------------------------------------
 CURATED_TABLES = ("reports", "report_ingredients", "report_pts", "funnel", "unmapped_drugs", "name_conflicts")
+#: the analyses' tables (OUTC, family drug rows, INDI, THER of the kept version); a curated folder written before
+#: them is validated without them (the report then omits the sections that need them)
+CURATED_EXTRA_TABLES = ("report_outcomes", "report_substance_drugs", "report_indications", "report_therapies")
 
 
 def _cfg_threshold(config, name: str, default: float) -> float:
@@ -920,6 +923,17 @@ def validate_curated(data_dir: DataDir, config=None, *, unmapped_share_max: floa
         if schemas[name] is not None:
             checks += gx_table(name, _to_pandas(tables[name], suite_columns(suites[name])))
 
+    # The analyses' tables: invariants of each, and every row belongs to a kept report.
+    extra_ids = {}
+    for name in CURATED_EXTRA_TABLES:
+        if not (data_dir.curated / f"{name}.parquet").exists():
+            continue
+        suite = load_suite(f"curated_{name}")
+        tables[name], schemas[name] = _read_curated(data_dir, name, suite_columns(suite))
+        rows[name] = tables[name].num_rows
+        checks += gx_table(name, _to_pandas(tables[name], suite_columns(suite)), suite)
+        extra_ids[name] = tables[name].column("report_id").combine_chunks()
+
     # Cross-table facts (pyarrow), fed to GX where they become row-level expectations.
     reports = tables["reports"]
     if schemas["reports"] is not None and schemas["report_ingredients"] is not None \
@@ -937,8 +951,8 @@ def validate_curated(data_dir: DataDir, config=None, *, unmapped_share_max: floa
         checks += gx_table("analysis_population", df, load_suite("curated_analysis_population"),
                            index=["report_id"])
         rid_set = pc.unique(rid.drop_null())
-        for child in ("report_ingredients", "report_pts", "name_conflicts"):
-            if schemas[child] is None:
+        for child in ("report_ingredients", "report_pts", "name_conflicts", *extra_ids):
+            if schemas.get(child) is None:
                 continue
             ids = pc.unique(tables[child].column("report_id").combine_chunks())
             orphans = pc.filter(ids, pc.invert(pc.fill_null(pc.is_in(ids, value_set=rid_set), False)))

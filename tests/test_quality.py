@@ -987,6 +987,17 @@ def test_every_curated_and_output_expectation_can_fail(tmp_path, scored):
         "outputs_signals": quality._outputs_frame(signals, ["substance", "pt", "pt_group"], rules),
         "outputs_all_pairs": quality._outputs_frame(all_pairs, ["drug", "event"], rules),
         "outputs_mgps": mg,
+        # the analyses' curated tables (OUTC, family drug rows, INDI, THER of the kept version)
+        "curated_report_outcomes": pd.DataFrame({"report_id": [1, 1, 2], "outc_cod": ["DE", "HO", "OT"]}),
+        "curated_report_substance_drugs": pd.DataFrame({
+            "report_id": [1, 2], "drug_seq": [1, 3], "substance": ["esketamine", "ketamine"], "role_cod": ["PS", "C"],
+            "route": ["Nasal", None]}),
+        "curated_report_indications": pd.DataFrame({"report_id": [1, 2], "drug_seq": [1, 3],
+                                                    "pt": ["Depression", "Anaesthesia"],
+                                                    "pt_key": ["depression", "anaesthesia"]}),
+        "curated_report_therapies": pd.DataFrame({"report_id": [1, 2], "drug_seq": [1, 3],
+                                                  "start_dt": ["20230105", "2023"],
+                                                  "start_date": [pd.Timestamp("2023-01-05"), None]}),
     }
     params = {"unmapped_share_max": 0.05, "ci_tolerance": -1e-9}
     assert set(bases) == {n for n in all_suites() if not n.startswith("raw_")}
