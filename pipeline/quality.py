@@ -1037,7 +1037,8 @@ _CI_GAPS = {  # derived column: (upper, lower) -> upper - lower >= -tolerance wh
     "prr_minus_prr_lo": ("prr", "prr_lo"), "prr_hi_minus_prr": ("prr_hi", "prr"),
     "ror_minus_ror_lo": ("ror", "ror_lo"), "ror_hi_minus_ror": ("ror_hi", "ror"),
     "ic_minus_ic025": ("ic", "ic025"), "ic975_minus_ic": ("ic975", "ic"),
-    "ebgm_minus_eb05": ("ebgm", "eb05"), "eb95_minus_ebgm": ("eb95", "ebgm"),
+    "ebgm_minus_eb05": ("ebgm", "eb05"), "eb95_minus_ebgm": ("eb95", "ebgm"),  # warnings: EBGM is no quantile
+    "eb95_minus_eb05": ("eb95", "eb05"), "eb95_crude_minus_eb05_crude": ("eb95_crude", "eb05_crude"),
 }
 
 
@@ -1111,11 +1112,13 @@ def validate_outputs(report_dir: str | os.PathLike, signals, all_pairs, mgps: di
     """Validate the statistics of a report; write ``<report_dir>/validation.json`` (and
     ``DIR/validation/outputs/<run_id>.json``); raise on critical failures.
 
-    Critical: a, b, c, d >= 0; a <= min(n_drug, n_event); a+b+c+d = n_total; lower <= point <= upper for PRR,
-    ROR, IC and EBGM (EB05 <= EBGM <= EB95) on rows where both are finite (NaN/inf are legitimate); the four
-    signal flags equal their recomputation from the thresholds (``config`` [thresholds], or the shipped default
-    config, overridden by ``thresholds``); MGPS hyperparameters finite and inside the optimiser's box when
-    ``mgps`` has a ``theta``. Warning: MGPS not converged.
+    Critical (structural invariants and identities only): a, b, c, d >= 0; a <= min(n_drug, n_event);
+    a+b+c+d = n_total; lower <= point <= upper for PRR, ROR and IC and EB05 <= EB95, on rows where both are finite
+    (NaN/inf are legitimate); probabilities in [0, 1]; the four signal flags equal their recomputation from the
+    thresholds (``config`` [thresholds], or the shipped default config, overridden by ``thresholds``); MGPS
+    hyperparameters finite and positive when ``mgps`` has a ``theta``. Warnings: EBGM outside [EB05, EB95] (a
+    geometric mean of a mixture posterior can lie there), MGPS optimiser without convergence message, no
+    agreeing start, no prior fitted.
     """
     import pandas as pd
 
@@ -1149,6 +1152,8 @@ def validate_outputs(report_dir: str | os.PathLike, signals, all_pairs, mgps: di
         row = {k: theta.get(k, np.nan) for k in ("alpha1", "beta1", "alpha2", "beta2", "p")}
         row["neg_loglik"] = mgps.get("neg_loglik", np.nan)
         row["converged"] = bool(mgps.get("converged", False))
+        row["published"] = bool(mgps.get("published", all(v is not None for v in theta.values())))
+        row["agreement"] = mgps.get("agreement") is not False  # None: not assessed (no second start to compare)
         df = pd.DataFrame([row]).astype({k: float for k in ("alpha1", "beta1", "alpha2", "beta2", "p", "neg_loglik")})
         suite = load_suite("outputs_mgps")
         res = gxr.run(suite, df, asset="outputs_mgps", params={}, run_name=run_id)

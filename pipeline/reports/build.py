@@ -66,10 +66,12 @@ DICT_STRING = pa.dictionary(pa.int32(), pa.string())
 
 
 def stats_schema(extra_front: tuple[tuple[str, pa.DataType], ...] = (),
-                 extra_back: tuple[tuple[str, pa.DataType], ...] = ()) -> pa.Schema:
+                 extra_back: tuple[tuple[str, pa.DataType], ...] = (), *, drop: tuple[str, ...] = ()) -> pa.Schema:
     """Arrow schema of signals/all_pairs/trend: dictionary-encoded names, int64 counts, float64 stats, bool flags."""
     fields = list(extra_front)
     for c in STAT_COLUMNS + EXTRA_COLUMNS:
+        if c in drop:
+            continue
         if c in NAME_COLUMNS:
             t = DICT_STRING
         elif c in INT_COLUMNS:
@@ -214,9 +216,12 @@ def score(counts: pd.DataFrame, config, fit, *, ebgm_min_a: int | None = None) -
     """
     from pipeline.stats import disproportionality
 
+    # multiplicity family: one substance and one level (PT rows apart from PT-group rows)
+    level = np.where(counts["event"].astype(str).str.startswith(GROUP_PREFIX).to_numpy(), "\x1fgroup", "\x1fpt")
+    family = counts["drug"].astype(str).to_numpy().astype(object) + level
     res, _ = disproportionality(counts, confidence_level=config.confidence_level,
                                 thresholds=engine_thresholds(config), mgps_likelihood=fit.likelihood,
-                                mgps_fit=fit)
+                                mgps_fit=fit, q_family=family)
     min_a = config.thresholds.ebgm_min_a if ebgm_min_a is None else ebgm_min_a
     res["signal_ebgm"] = res["signal_ebgm"].to_numpy(bool) & (res["a"].to_numpy() >= int(min_a))
     return res
@@ -612,7 +617,7 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
         all_pairs = all_pairs.sort_values(["substance", "pt"], kind="mergesort").reset_index(drop=True)
         write_parquet(to_table(all_pairs, schema), staging / "all_pairs.parquet",
                       metadata={**meta, "faers.table": "all_pairs"})
-        trend_schema = stats_schema((("quarter", DICT_STRING),))
+        trend_schema = stats_schema((("quarter", DICT_STRING),), drop=("fisher_q",))  # no q-values by quarter
         write_parquet(to_table(trend, trend_schema), staging / "trend.parquet",
                       metadata={**meta, "faers.table": "trend", "faers.trend_basis": trend_mod.basis(cur)})
         funnel = _funnel(con, cur, params, n_total, signals)
@@ -659,10 +664,15 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
             "duplicate_policy": cur_manifest.get("duplicate_policy", config.as_dict().get("duplicates")),
             "statistics": {"confidence_level": config.confidence_level, "thresholds": engine_thresholds(config),
                            "ebgm_min_a": int(config.thresholds.ebgm_min_a), "haldane": False,
-                           "multiplicity": "fisher_q = Benjamini-Hochberg over the rows of each table"},
+                           "multiplicity": "fisher_q = Benjamini-Hochberg q-value of fisher_p over the rows of one "
+                                           "substance and one level (PT rows apart from PT-group rows) with a >= 1; "
+                                           "NaN where a = 0; none in the trend table"},
             "mgps": {**mgps, "fitted_on": f"all_pairs: every ingredient x PT pair with a >= 1 "
                                           f"({bg_counts.num_rows:,} pairs), report level",
-                     "applied_to": "all_pairs, signals and trend rows (one prior per report)"},
+                     "applied_to": "all_pairs, signals and trend rows (one prior per report): the prior fitted on "
+                                   "ingredient x PT cells also scores the substance (family included) x PT-group "
+                                   "rows",
+                     "ebgm_outside_eb05_eb95": {"signals": _outside(signals), "all_pairs": _outside(all_pairs)}},
             "trend": {"basis": trend_mod.basis(cur), "top_pts_per_substance": int(trend_top_pts),
                       "prior": "the report's MGPS prior (not refitted per quarter)"},
             "validation": _validation_brief(validation),
@@ -710,6 +720,12 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
     log.info("signals: report %s (%s reports, data through %s; latest via %s)", final, f"{n_total:,}",
              data_cutoff, how)
     return {"report_dir": str(final), "run_id": run_id, "changed": True, "focus": focus_rows(signals)}
+
+
+def _outside(df: pd.DataFrame) -> int:
+    """Rows whose EBGM lies outside [EB05, EB95] (possible for a mixture posterior; a counted warning)."""
+    g, lo, hi = (df[c].to_numpy(np.float64) for c in ("ebgm", "eb05", "eb95"))
+    return int(np.sum((g < lo) | (g > hi)))
 
 
 def _data_docs_link(data_dir: DataDir) -> str | None:
