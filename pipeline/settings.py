@@ -44,6 +44,11 @@ SPEC: dict[str, Any] = {
     "statistics": {"mgps_likelihood": "str", "confidence_level": "float"},
     "curation": {"null_key_tolerance": "float", "age_band_edges": "list[float]", "max_age_years": "float"},
     "resources": {"memory_limit": "str", "threads": "int", "temp_directory": "str"},
+    # {"*": spec}: a table of free keys, each value checked against spec
+    "analyses": {"hcp_occupations": "list[str]", "us_countries": "list[str]", "unknown_countries": "list[str]",
+                 "top_indications": "int", "top_categories": "int", "onset_min_reports": "int",
+                 "depression_cohort_pts": "list[str]", "use_categories": {"*": "list[str]"},
+                 "comparators": {"*": {"substance": "str", "comparator": "list[str]", "source": "str"}}},
 }
 
 
@@ -82,6 +87,31 @@ class Thresholds:
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """A configured comparison: ``substance`` against the reports exposed to any ``comparator`` ingredient."""
+
+    name: str
+    substance: str
+    comparator: tuple[str, ...]
+    source: str
+
+
+@dataclass(frozen=True)
+class Analyses:
+    """``[analyses]``: the definitions of the report's descriptive, sensitivity and comparator tables."""
+
+    hcp_occupations: tuple[str, ...]
+    us_countries: tuple[str, ...]
+    unknown_countries: tuple[str, ...]
+    top_indications: int
+    top_categories: int
+    onset_min_reports: int
+    depression_cohort_pts: tuple[str, ...]
+    use_categories: tuple[tuple[str, tuple[str, ...]], ...]
+    comparators: tuple[Comparison, ...]
+
+
+@dataclass(frozen=True)
 class Config:
     """The validated configuration. Mappings are stored as sorted tuples of pairs so the object is hashable."""
 
@@ -105,6 +135,7 @@ class Config:
     age_band_edges: tuple[float, ...]
     max_age_years: float
     resources: Resources
+    analyses: Analyses
     _raw: dict = field(default_factory=dict, repr=False, compare=False, hash=False)
 
     @property
@@ -157,7 +188,17 @@ def _validate(path: Path, data: dict, spec: dict, prefix: str = "") -> None:
         if key not in data:
             raise _err(path, full, "is missing")
         value = data[key]
-        if isinstance(token, dict):
+        if isinstance(token, dict) and "*" in token:
+            if not isinstance(value, dict):
+                raise _err(path, full, f"must be a table, got {value!r}")
+            for k, v in value.items():
+                if isinstance(token["*"], dict):
+                    if not isinstance(v, dict):
+                        raise _err(path, f"{full}.{k}", f"must be a table, got {v!r}")
+                    _validate(path, v, token["*"], f"{full}.{k}.")
+                else:
+                    _check_type(path, f"{full}.{k}", v, token["*"])
+        elif isinstance(token, dict):
             if not isinstance(value, dict):
                 raise _err(path, full, f"must be a table, got {value!r}")
             _validate(path, value, token, full + ".")
@@ -224,6 +265,20 @@ def _semantic_checks(path: Path, d: dict) -> None:
         raise _err(path, "duplicates.mfr_max_group_size", "must be >= 2")
     if d["drugs"]["top_unmapped"] < 0:
         raise _err(path, "drugs.top_unmapped", "must be >= 0")
+    an = d["analyses"]
+    for key in ("top_indications", "top_categories", "onset_min_reports"):
+        if an[key] < 1:
+            raise _err(path, f"analyses.{key}", "must be >= 1")
+    for name, comp in an["comparators"].items():
+        if comp["substance"] not in (*SUBSTANCES, "ketamine_family"):
+            raise _err(path, f"analyses.comparators.{name}.substance",
+                       f"names unknown substance {comp['substance']!r} (allowed: {', '.join(SUBSTANCES)}, "
+                       f"ketamine_family)")
+        if not [c for c in comp["comparator"] if c.strip()]:
+            raise _err(path, f"analyses.comparators.{name}.comparator", "is empty")
+    for name, pts in an["use_categories"].items():
+        if not [p for p in pts if p.strip()]:
+            raise _err(path, f"analyses.use_categories.{name}", "is empty")
 
 
 def load_config(path: str | Path | None = None) -> Config:
@@ -273,5 +328,22 @@ def load_config(path: str | Path | None = None) -> Config:
         resources=Resources(memory_limit=data["resources"]["memory_limit"].strip(),
                             threads=data["resources"]["threads"],
                             temp_directory=data["resources"]["temp_directory"]),
+        analyses=_analyses(data["analyses"]),
         _raw=data,
+    )
+
+
+def _analyses(an: dict) -> Analyses:
+    norm = lambda x: " ".join(x.upper().split())  # noqa: E731 - ingredient names as report_ingredients writes them
+    return Analyses(
+        hcp_occupations=tuple(x.strip().upper() for x in an["hcp_occupations"]),
+        us_countries=tuple(x.strip().upper() for x in an["us_countries"]),
+        unknown_countries=tuple(x.strip().upper() for x in an["unknown_countries"]),
+        top_indications=int(an["top_indications"]), top_categories=int(an["top_categories"]),
+        onset_min_reports=int(an["onset_min_reports"]),
+        depression_cohort_pts=tuple(" ".join(p.split()) for p in an["depression_cohort_pts"] if p.strip()),
+        use_categories=tuple((k, tuple(" ".join(p.split()) for p in v if p.strip()))
+                             for k, v in an["use_categories"].items()),
+        comparators=tuple(Comparison(k, v["substance"], tuple(norm(c) for c in v["comparator"] if c.strip()),
+                                     v["source"]) for k, v in an["comparators"].items()),
     )

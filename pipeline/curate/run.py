@@ -1,5 +1,6 @@
 """``curate(data_dir, config)``: raw quarters -> ``DIR/curated/`` (reports, report_ingredients, report_pts,
-funnel, unmapped_drugs, name_conflicts, manifest.json). DuckDB does the heavy joins out of core; pandas is not used.
+funnel, unmapped_drugs, name_conflicts, the analyses' report_outcomes, report_substance_drugs, report_indications,
+report_therapies, manifest.json). DuckDB does the heavy joins out of core; pandas is not used.
 
 The whole folder is written beside ``curated/`` and swapped in at the end (:func:`pipeline.atomic.atomic_dir`),
 so readers see the old or the new set, never a mix. A run whose inputs' fingerprint (raw files, ingest records,
@@ -21,7 +22,7 @@ from tqdm import tqdm
 
 from pipeline import duck
 from pipeline.atomic import atomic_dir
-from pipeline.curate import drugs, duplicates, history, reactions, versions
+from pipeline.curate import drugs, duplicates, extras, history, reactions, versions
 from pipeline.curate.tables import CURATED
 from pipeline.errors import PipelineError
 from pipeline.layout import DataDir
@@ -31,7 +32,7 @@ from pipeline.vocabulary import FAMILY, SUBSTANCES
 log = logging.getLogger("pipeline.curate")
 
 #: bump when a rule changes, so an unchanged input is still re-curated by new code
-CURATE_VERSION = "4"
+CURATE_VERSION = "5"
 
 #: every table a curated folder holds (the case-level tables and the version history)
 ALL_TABLES = {**CURATED, **history.TABLES}
@@ -132,7 +133,7 @@ def curate(data_dir: DataDir, config: Config, progress: bool = True, force: bool
 
 
 def _curate(con, data_dir: DataDir, config: Config, fp: str, as_of: str | None, progress: bool) -> dict:
-    bar = tqdm(total=8, desc="curate", unit="step", disable=not progress, leave=False)
+    bar = tqdm(total=9, desc="curate", unit="step", disable=not progress, leave=False)
     timings: dict[str, float] = {}
     clock = [time.perf_counter()]
     t_start = clock[0]
@@ -162,6 +163,10 @@ def _curate(con, data_dir: DataDir, config: Config, fp: str, as_of: str | None, 
         bar.set_postfix_str("reactions")
         pt_summary = reactions.build_report_pts(con, config)
         lap("reactions")
+        bar.set_postfix_str("extras")
+        extras.build_extras(con)
+        con.execute("DROP TABLE family_pairs")
+        lap("extras")
         bar.set_postfix_str("duplicates")
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE rep AS
@@ -259,6 +264,7 @@ def _write(con, data_dir: DataDir, config: Config, fp: str, files, counts, funne
                   f"col3::BIGINT AS reports_out, col4 AS reason FROM (VALUES {funnel_values}) ORDER BY step",
         "unmapped_drugs": "SELECT * FROM unmapped_drugs ORDER BY n_reports DESC, n_rows DESC, drugname",
         "name_conflicts": "SELECT * FROM name_conflicts ORDER BY report_id, quarter, drug_seq",
+        **extras.QUERIES,
         **history.QUERIES,
     }
     records = {r["quarter"]: r for r in _ingest_records(data_dir, as_of)}
