@@ -10,6 +10,10 @@ SIGKILL included, so a crashed run never leaves a stale lock behind and there is
   mapped quarters of one run go on in parallel on several workers while a CLI run, curation or a report (exclusive)
   keeps them out. Airflow tasks always wait: a task that refused would only fail and be retried.
 
+Whoever takes the lock exclusively first removes what a crashed writer left behind (:func:`sweep_debris`): with
+the lock held nobody else is writing, so every staging folder and half-written ``*.tmp`` is debris; published files
+are only ever replaced by a rename, so none of them can be half-written.
+
 The holder writes its pid, host, command and start time into the lock file, so whoever is refused is told who holds
 it. ``flock`` locks are per open file; a process takes the same lock again (nested runner steps) without
 blocking itself.
@@ -24,6 +28,8 @@ import fcntl
 import json
 import logging
 import os
+import re
+import shutil
 import socket
 import sys
 import threading
@@ -38,6 +44,9 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = ".pipeline.lock"
 QUARTER_LOCKS = ".locks"
+#: names of unfinished work: atomic_path/atomic_dir temporaries (".<name>.<random>.tmp"), the old folder an
+#: interrupted swap left (".<name>.old-<pid>"), ingest and report staging, DuckDB spill folders of curation
+DEBRIS = re.compile(r"^\..+\.tmp$|^\..+\.old-\d+$|^\.staging$|^\.reports-staging$|^\.curate-spill-")
 
 # path -> [fd, depth, mode]: re-entry within one process (runner.run calls the other steps)
 _held: dict[str, list] = {}
@@ -99,6 +108,8 @@ def _flock(path: Path, *, shared: bool, wait: bool, what: str, timeout: float | 
                                   f"not starting a second run on it (wait for it with --wait)") from None
             log.warning("waiting for %s, in use by %s", what, _describe(info))
             _wait(fd, mode, what, timeout, info)
+        if not shared and path.name == LOCK_NAME:
+            sweep_debris(path.parent)
         if not shared:  # an exclusive holder says who it is; shared holders leave the file alone
             os.ftruncate(fd, 0)
             os.pwrite(fd, (json.dumps({
@@ -134,6 +145,26 @@ def _wait(fd: int, mode: int, what: str, timeout: float | None, info: dict) -> N
         if time.monotonic() >= deadline:
             raise DataDirBusy(f"{what} is still in use by {_describe(info)} after {timeout:g} s")
         time.sleep(0.2)
+
+
+def sweep_debris(root: Path) -> list[str]:
+    """Remove what interrupted writers left under ``root`` (call only with the exclusive lock held)."""
+    removed = []
+    for folder, dirs, files in os.walk(root):
+        for name in list(dirs):
+            if DEBRIS.match(name):
+                shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+                dirs.remove(name)
+                removed.append(os.path.join(folder, name))
+        for name in files:
+            if DEBRIS.match(name):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(folder, name))
+                removed.append(os.path.join(folder, name))
+    if removed:
+        log.warning("removed %d leftover(s) of an interrupted run in %s: %s", len(removed), root,
+                    ", ".join(os.path.relpath(r, root) for r in removed[:5]) + (" ..." if len(removed) > 5 else ""))
+    return removed
 
 
 def data_dir_lock(data_dir: DataDir, *, shared: bool = False, wait: bool = False, timeout: float | None = None,

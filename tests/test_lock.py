@@ -140,3 +140,22 @@ def test_ingest_carries_on_past_a_bad_quarter(tmp_path):
     write_zip(landing / "faers_ascii_2024q2.zip", minimal_quarter("24Q2"))
     again = _cli("ingest", "--data-dir", str(tmp_path))
     assert again.returncode == 0 and "ingested 1 quarter(s), 2 unchanged" in again.stdout, again
+
+
+def test_exclusive_holder_sweeps_what_a_crashed_writer_left(tmp_path):
+    debris = [".staging/2024Q1/raw/demo/quarter=2024Q1/part.parquet", "raw/demo/quarter=2024Q1/.part.parquet.x1y2.tmp",
+              ".reports-staging/run1/signals.parquet", "curated.old-123/reports.parquet", ".curated.old-123/x",
+              ".curate-spill-abc/spill.bin", "reports/.latest.99.tmp", ".curated.abc.tmp/reports.parquet"]
+    kept = ["raw/demo/quarter=2024Q1/part.parquet", "landing/faers_ascii_2024q1.zip.part", "curated/reports.parquet",
+            "reports/run1/signals.parquet"]
+    for rel in debris + kept:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    dd = DataDir.of(tmp_path)
+    with data_dir_lock(dd, shared=True):  # a shared holder must not sweep: writers may be running beside it
+        pass
+    assert all((tmp_path / rel).exists() for rel in debris)
+    with data_dir_lock(dd):
+        pass
+    left = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()} - {".pipeline.lock"}
+    assert left == set(kept) | {"curated.old-123/reports.parquet"}  # not a dot-name: not one of ours

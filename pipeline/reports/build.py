@@ -622,6 +622,10 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
             _indication_counts(con), on=["drug", "event"], how="left")
         scored["a_indication"] = scored["a_indication"].fillna(0).astype(np.int64)
         signals = order_signals(_split_events(scored), params["substances"], params["pt_groups"])
+        from pipeline import analyses
+        from pipeline.analyses.comparators import sources as comparator_sources
+
+        extra = analyses.run_all(con, cur, config, params, GROUP_PREFIX)
         bar.update()
 
         # 4. trend
@@ -651,6 +655,9 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
         funnel = _funnel(con, cur, params, n_total, signals)
         write_parquet(pa.Table.from_pandas(funnel, schema=FUNNEL_SCHEMA, preserve_index=False),
                       staging / "funnel.parquet", metadata={**meta, "faers.table": "funnel"})
+        for name in analyses.FILES:
+            write_parquet(analyses.to_arrow(extra.tables[name]), staging / f"{name}.parquet",
+                          metadata={**meta, "faers.table": name})
         bar.update()
 
         # 6. validation (quality.validate_outputs; raises ValidationFailed on critical problems)
@@ -718,8 +725,12 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
                 "ingredients": int(all_pairs["substance"].nunique()),
                 "unmapped_drug_names": len(unmapped),
                 "name_conflict_rows": None if name_conflicts is None else len(name_conflicts),
+                "analyses": {name: len(extra.tables[name]) for name in analyses.FILES},
                 "signals_flagged": {f: int(signals[f].sum()) for f in FLAG_COLUMNS},
             },
+            "analyses": {"timings_s": extra.timings_s, "curated_tables_missing": extra.missing,
+                         "hcp_occupations": list(config.analyses.hcp_occupations),
+                         "comparators": comparator_sources(config)},
             "package_versions": _package_versions(),
             "data_docs": _data_docs_link(data_dir),
             "files": {},
@@ -731,7 +742,7 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
         from pipeline.reports.html import render_report
 
         html_text = render_report(manifest=manifest, signals=signals, trend=trend, funnel=funnel,
-                                  unmapped=unmapped, config=config, name_conflicts=name_conflicts)
+                                  unmapped=unmapped, config=config, name_conflicts=name_conflicts, analyses=extra)
         with atomic_path(staging / "report.html") as tmp:
             tmp.write_text(html_text, encoding="utf-8")
         manifest["files"] = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}

@@ -102,7 +102,8 @@ def plain(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def render_report(*, manifest: dict, signals: pd.DataFrame, trend: pd.DataFrame, funnel: pd.DataFrame,
-                  unmapped: pd.DataFrame, config, name_conflicts: pd.DataFrame | None = None) -> str:
+                  unmapped: pd.DataFrame, config, name_conflicts: pd.DataFrame | None = None,
+                  analyses=None) -> str:
     signals, trend, funnel = plain(signals), plain(trend), plain(funnel)
     p = manifest["parameters"]
     subs, groups = p["substances"], p["pt_groups"]
@@ -274,6 +275,12 @@ def render_report(*, manifest: dict, signals: pd.DataFrame, trend: pd.DataFrame,
     from pipeline.reports.names_section import section_html
 
     parts.append(section_html(name_conflicts))
+
+    # ---- beyond the disproportionality table (pipeline/analyses) ----------------------------------------------
+    if analyses is not None:
+        from pipeline.analyses.section import render_sections
+
+        parts.append(render_sections(analyses, manifest=manifest, config=config))
 
     # ---- methods ---------------------------------------------------------------------------------------------
     parts.append(_methods(manifest, config))
