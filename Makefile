@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv demo test test-fast bench airflow clean help
+.PHONY: venv demo test test-fast bench airflow airflow-celery airflow-celery-stop clean help
 
 help:
 	@echo "make demo      - set up .venv and run the whole pipeline offline on a synthetic FAERS mirror"
@@ -19,6 +19,8 @@ help:
 	@echo "make test-fast - the test suite without tests marked slow"
 	@echo "make bench     - benchmarks (time and peak memory) under bench/"
 	@echo "make airflow   - Airflow standalone on SQLite with the project's DAGs (offline-capable)"
+	@echo "make airflow-celery      - the production topology: CeleryExecutor, local PostgreSQL + Redis, 2 workers"
+	@echo "make airflow-celery-stop - stop exactly the processes make airflow-celery started"
 
 venv: $(STAMP)
 
@@ -43,6 +45,12 @@ bench: $(STAMP)
 
 airflow: $(STAMP)
 	scripts/airflow-standalone.sh
+
+airflow-celery: $(STAMP)
+	scripts/airflow-celery.sh start
+
+airflow-celery-stop:
+	scripts/airflow-celery.sh stop
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .airflow-test

@@ -15,9 +15,11 @@
 **Settings** (read when a task runs; an Airflow Variable of the same name wins over the environment):
 `FAERS_SOURCE` (FDA page, any http(s) listing, `file://` mirror or folder), `FAERS_DATA_DIR`, `FAERS_CONFIG`.
 
-**Failures**: network tasks (`plan_quarters`, `fetch_quarter`) retry with exponential backoff. Data problems
-(validation failed, bad zip, null keys) fail at once with a one-line reason in the log and are never retried:
-fix the cause, then *Clear* the failed task.
+**Failures**: network tasks (`plan_quarters`, `fetch_quarter`) retry with exponential backoff; the others retry
+twice after 30 s (a lost worker or broker). Data problems (validation failed, bad zip, null keys) fail at once
+with a one-line reason in the log and are never retried: fix the cause, then *Clear* the failed task.
+Every task holds the data directory's lock (shared per quarter, exclusive for curation), so a `pipeline run` on
+the same directory waits for the DAG or the DAG for it.
 
 **Rerun a quarter**: *Trigger DAG w/ config* with `quarters` = `2024Q3` (or `2023Q1:2024Q4`) and `force` = true.
 Reruns are safe: every step replaces its output atomically. See `docs/airflow.md`.
@@ -28,13 +30,13 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task, task_group
 from include.faers_common import (CURATED, DEFAULT_ARGS, NETWORK_RETRIES, QUARTER_RANGE, config_path,
-                                  data_dir, data_problems_fail, log, source)
+                                  data_dir, data_dir_held, data_problems_fail, log, source)
 
 
 @dag(dag_id="faers_ingest", schedule=CronTriggerTimetable("0 3 * * *", timezone="UTC"),
      start_date=pendulum.datetime(2025, 1, 1, tz="UTC"), catchup=False, max_active_runs=1,
      doc_md=__doc__, tags=["faers", "ingest", "pharmacovigilance"],
-     default_args=DEFAULT_ARGS,  # data tasks never retry; network tasks below
+     default_args=DEFAULT_ARGS,  # 2 retries after 30 s (never for data problems); network tasks below
      params={"quarters": Param(None, type=["null", "string"], pattern=QUARTER_RANGE,
                                description="Only these quarters, e.g. 2024Q3, 2023Q1:2024Q4 or 2023Q1,2024Q2 "
                                           "(empty: everything the source offers)."),
@@ -48,7 +50,7 @@ def faers_ingest():
         from pipeline.quarters import parse_range
 
         params = get_current_context()["params"]
-        with data_problems_fail(retry_source=True):
+        with data_problems_fail(retry_source=True), data_dir_held(shared=True):
             wanted = parse_range(params.get("quarters") or None)
             todo = runner.plan(source(), data_dir(), wanted)
             if params.get("force"):
@@ -62,7 +64,7 @@ def faers_ingest():
         from pipeline import runner
 
         get_current_context()["quarter"] = quarter  # names the mapped instance in the UI
-        with data_problems_fail(retry_source=True):
+        with data_problems_fail(retry_source=True), data_dir_held(quarter):
             got = runner.fetch_quarter(source(), data_dir(), quarter)
         log.info("fetch %s: %s (%s)", quarter, got["zip"], "downloaded" if got["downloaded"] else "already current")
         return quarter
@@ -75,7 +77,7 @@ def faers_ingest():
         ctx = get_current_context()
         ctx["quarter"] = quarter
         force = bool(ctx["params"].get("force"))
-        with data_problems_fail():
+        with data_problems_fail(), data_dir_held(quarter):
             res = runner.ingest_quarter(data_dir(), quarter, force=force)
         rows = ", ".join(f"{t} {n:,}" for t, n in (res.get("rows") or {}).items()) or "no rows"
         checks = res.get("validation") or {}
@@ -94,7 +96,7 @@ def faers_ingest():
         """De-duplicated case tables in curated/, validated; does nothing when its inputs are unchanged."""
         from pipeline import runner
 
-        with data_problems_fail():
+        with data_problems_fail(), data_dir_held():
             summary = runner.curate_all(data_dir(), config_path())
         keep = ("changed", "kept_cases", "analysis_population", "substance_reports", "rows", "warnings")
         out = {k: summary[k] for k in keep if k in summary}

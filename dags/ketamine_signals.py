@@ -18,7 +18,7 @@ version received by then, deleted-case lists up to then; reproduces an earlier r
 only cases first received in this quarter or later, report and background alike).
 
 **Failures**: a configuration or validation problem fails the task at once (no retry) with a one-line reason;
-fix it and *Clear* the task. A rerun never overwrites an earlier report folder.
+fix it and *Clear* the task. A lost worker is retried twice after 30 s. A rerun never overwrites an earlier report folder.
 Signals of disproportionate reporting are hypotheses, not evidence of causation.
 """
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 from include.faers_common import (CURATED, DEFAULT_ARGS, MGPS_LIKELIHOODS, QUARTER, REPORT, ROLES,
-                                  SUBSTANCES, config_path, data_dir, data_problems_fail, list_param, log)
+                                  SUBSTANCES, config_path, data_dir, data_dir_held, data_problems_fail, list_param, log)
 
 
 @dag(dag_id="ketamine_signals", schedule=[CURATED], start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
@@ -59,7 +59,7 @@ def ketamine_signals():
         names = ("substances", "pt_groups", "roles", "mgps_likelihood", "cutoff_quarter", "from_quarter")
         chosen = {k: ctx["params"].get(k) or None for k in names}  # empty list/string: use the config
         log.info("params (None = from config): %s", chosen)
-        with data_problems_fail():
+        with data_problems_fail(), data_dir_held():
             res = runner.signals_run(data_dir(), config_path(), **chosen)
         focus = res.get("focus") or []
         log.info("report %s in %s (%d focus row(s), changed=%s)", res.get("run_id"), res.get("report_dir"),

@@ -61,15 +61,21 @@ def cmd_fetch(args) -> int:
 def cmd_ingest(args) -> int:
     from pipeline.ingest import ingest
 
-    results = ingest(_data_dir(args), quarters=_quarters(args), force=args.force, progress=not args.quiet)
-    done = [r for r in results if not r.skipped]
-    print(f"ingested {len(done)} quarter(s), {len(results) - len(done)} unchanged"
+    # one bad quarter does not stop the others: they are ingested, the bad ones named, the exit is non-zero
+    results = ingest(_data_dir(args), quarters=_quarters(args), force=args.force, progress=not args.quiet,
+                     keep_going=True)
+    failed = [r for r in results if r.error is not None]
+    done = [r for r in results if not r.skipped and r.error is None]
+    print(f"ingested {len(done)} quarter(s), {len(results) - len(done) - len(failed)} unchanged"
+          + (f", {len(failed)} failed" if failed else "")
           + "".join(f"\n  {r.summary_line()}" for r in done))
     warnings = sum(len((r.validation or {}).get("warnings") or []) for r in done)
     if warnings:
         print(f"validation: {warnings} warning(s), no critical failure (details in "
               f"{_data_dir(args).validation / 'raw'}/*.json)")
-    return 0
+    for r in failed:
+        print(f"error: {r.quarter} not ingested: {r.error}", file=sys.stderr)
+    return failed[0].error.exit_code if failed else 0
 
 
 def cmd_curate(args) -> int:
@@ -142,6 +148,17 @@ def cmd_demo(args) -> int:
     return 0
 
 
+#: commands that write into the data directory: they hold its lock (pipeline/lock.py) while they run
+WRITERS = ("fetch", "ingest", "curate", "run", "demo", "signals")
+
+
+def _run_locked(args) -> int:
+    from pipeline.lock import data_dir_lock
+
+    with data_dir_lock(_data_dir(args), wait=args.wait):
+        return int(args.func(args) or 0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pipeline",
@@ -211,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_reports(sub)
     register_disproportionality(sub)
+    for name in WRITERS:
+        sub.choices[name].add_argument(
+            "--wait", action="store_true",
+            help="if another run holds the data directory, wait for it (default: refuse at once, exit 75)")
     return parser
 
 
@@ -227,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         # validation warnings are written to DIR/validation/ and counted in the command's summary
         logging.getLogger("pipeline.quality").setLevel(logging.ERROR)
     try:
-        return int(args.func(args) or 0)
+        return _run_locked(args) if args.command in WRITERS else int(args.func(args) or 0)
     except PipelineError as exc:
         if args.debug:
             raise

@@ -66,20 +66,21 @@ def full_reference(parser: argparse.ArgumentParser | None = None) -> str:
     return "\n".join(parts)
 
 
-def _spliced(text: str, block: str) -> str:
+def spliced(text: str, block: str, start: str = START, end: str = END) -> str:
+    """``text`` with what lies between the ``start`` and ``end`` marker lines replaced by ``block``."""
     try:
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
     except ValueError:
-        raise SystemExit(f"{README}: the {START!r} ... {END!r} markers are missing") from None
-    return f"{head}{START}\n{block}\n{END}{tail}"
+        raise SystemExit(f"{README}: the {start!r} ... {end!r} markers are missing") from None
+    return f"{head}{start}\n{block}\n{end}{tail}"
 
 
 def stale() -> list[Path]:
     """The files whose command reference differs from the parser's."""
     parser = _parser()
     out = []
-    if README.read_text() != _spliced(README.read_text(), readme_table(parser)):
+    if README.read_text() != spliced(README.read_text(), readme_table(parser)):
         out.append(README)
     if not CLI_DOC.exists() or CLI_DOC.read_text() != full_reference(parser):
         out.append(CLI_DOC)
@@ -88,7 +89,7 @@ def stale() -> list[Path]:
 
 def write() -> None:
     parser = _parser()
-    README.write_text(_spliced(README.read_text(), readme_table(parser)))
+    README.write_text(spliced(README.read_text(), readme_table(parser)))
     CLI_DOC.write_text(full_reference(parser))
 
 

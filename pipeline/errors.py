@@ -5,7 +5,9 @@ turned into a non-zero exit code; everything else is a bug and keeps its traceba
 (shown with ``--debug``).
 
 Exit codes: 2 bad input or configuration, 3 source, 4 ingest, 5 validation failed (critical expectation),
-6 operating-system error (disk full, permission denied, missing file), 130 interrupted.
+6 operating-system error (disk full, permission denied, missing file), 75 the data directory is in use by another
+run (``EX_TEMPFAIL``: try again later, or pass ``--wait``), 130 interrupted. A command over several quarters that
+carries on past a bad one exits with the code of the first failure after finishing the others.
 """
 
 #: exit code of an ``OSError`` the CLI reports as one line (not a :class:`PipelineError`)
@@ -28,3 +30,9 @@ class IngestError(PipelineError):
     """A landing file cannot be ingested (bad zip, wrong header, unsafe member)."""
 
     exit_code = 4
+
+
+class DataDirBusy(PipelineError):
+    """Another run holds the data directory's lock (see :mod:`pipeline.lock`)."""
+
+    exit_code = 75

@@ -45,7 +45,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from pipeline.atomic import sha256_file, write_json, write_parquet
-from pipeline.errors import IngestError
+from pipeline.errors import IngestError, PipelineError
 from pipeline.layout import DELETED, TABLES, DataDir
 from pipeline.quarters import Quarter
 from pipeline.schemas import (
@@ -102,6 +102,8 @@ class QuarterResult:
     unknown_members: list[str] = field(default_factory=list)
     seconds: float = 0.0
     validation: dict | None = None
+    #: why this quarter was not ingested (``ingest(..., keep_going=True)``); earlier data of it is untouched
+    error: PipelineError | None = None
 
     @property
     def rows(self) -> dict[str, int]:
@@ -115,6 +117,8 @@ class QuarterResult:
         return sum(f.quarantined for f in self.files)
 
     def summary_line(self) -> str:
+        if self.error is not None:
+            return f"{self.quarter}: FAILED, not ingested ({self.error})"
         if self.skipped:
             return f"{self.quarter}: unchanged ({self.zip_path.name})"
         rows = ", ".join(f"{t} {n:,}" for t, n in self.rows.items())
@@ -975,8 +979,13 @@ def is_ingested(data_dir: DataDir, quarter: Quarter, zip_path: Path) -> bool:
 
 
 def ingest(data_dir: DataDir, quarters: list[Quarter] | None = None, *, force: bool = False,
-           progress: bool = True, validate: bool = True) -> list[QuarterResult]:
-    """Ingest every landing quarter (or the ones asked for) whose zip is new or changed."""
+           progress: bool = True, validate: bool = True, keep_going: bool = False) -> list[QuarterResult]:
+    """Ingest every landing quarter (or the ones asked for) whose zip is new or changed.
+
+    With ``keep_going`` a quarter that cannot be ingested (bad zip, failed validation) is recorded in its
+    result's ``error`` and the others go on; without it the first one raises. Operating-system errors (disk full)
+    always stop at once: the next quarter would meet the same disk.
+    """
     available = landing_zips(data_dir)
     if quarters is not None:
         absent = [str(q) for q in quarters if q not in available]
@@ -994,7 +1003,14 @@ def ingest(data_dir: DataDir, quarters: list[Quarter] | None = None, *, force: b
         if not force and sha == _recorded_sha(data_dir, quarter):
             results.append(QuarterResult(quarter=quarter, zip_path=path, skipped=True))
             continue
-        res = ingest_zip(data_dir, path, quarter, progress=progress, validate=validate, zip_sha256=sha)
+        try:
+            res = ingest_zip(data_dir, path, quarter, progress=progress, validate=validate, zip_sha256=sha)
+        except PipelineError as exc:
+            if not keep_going:
+                raise
+            log.info("%s: not ingested: %s", quarter, exc)  # the caller reports it
+            results.append(QuarterResult(quarter=quarter, zip_path=path, error=exc))
+            continue
         log.info("ingested %s", res.summary_line())
         results.append(res)
     return results

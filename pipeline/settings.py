@@ -46,6 +46,11 @@ SPEC: dict[str, Any] = {
     "statistics": {"mgps_likelihood": "str", "confidence_level": "float"},
     "curation": {"null_key_tolerance": "float", "age_band_edges": "list[float]", "max_age_years": "float",
                  "duckdb_memory_limit": "str", "duckdb_threads": "int"},
+    # {"*": spec}: a table of free keys, each value checked against spec
+    "analyses": {"hcp_occupations": "list[str]", "us_countries": "list[str]", "unknown_countries": "list[str]",
+                 "top_indications": "int", "top_categories": "int", "onset_min_reports": "int",
+                 "depression_cohort_pts": "list[str]", "use_categories": {"*": "list[str]"},
+                 "comparators": {"*": {"substance": "str", "comparator": "list[str]", "source": "str"}}},
 }
 
 
@@ -101,6 +106,31 @@ class Thresholds:
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """A configured comparison: ``substance`` against the reports exposed to any ``comparator`` ingredient."""
+
+    name: str
+    substance: str
+    comparator: tuple[str, ...]
+    source: str
+
+
+@dataclass(frozen=True)
+class Analyses:
+    """``[analyses]``: the definitions of the report's descriptive, sensitivity and comparator tables."""
+
+    hcp_occupations: tuple[str, ...]
+    us_countries: tuple[str, ...]
+    unknown_countries: tuple[str, ...]
+    top_indications: int
+    top_categories: int
+    onset_min_reports: int
+    depression_cohort_pts: tuple[str, ...]
+    use_categories: tuple[tuple[str, tuple[str, ...]], ...]
+    comparators: tuple[Comparison, ...]
+
+
+@dataclass(frozen=True)
 class Config:
     """The validated configuration. Mappings are stored as sorted tuples of pairs so the object is hashable."""
 
@@ -125,6 +155,7 @@ class Config:
     max_age_years: float
     duckdb_memory_limit: str
     duckdb_threads: int
+    analyses: Analyses
     _raw: dict = field(default_factory=dict, repr=False, compare=False, hash=False)
 
     @property
@@ -177,7 +208,17 @@ def _validate(path: Path, data: dict, spec: dict, prefix: str = "") -> None:
         if key not in data:
             raise _err(path, full, "is missing")
         value = data[key]
-        if isinstance(token, dict):
+        if isinstance(token, dict) and "*" in token:
+            if not isinstance(value, dict):
+                raise _err(path, full, f"must be a table, got {value!r}")
+            for k, v in value.items():
+                if isinstance(token["*"], dict):
+                    if not isinstance(v, dict):
+                        raise _err(path, f"{full}.{k}", f"must be a table, got {v!r}")
+                    _validate(path, v, token["*"], f"{full}.{k}.")
+                else:
+                    _check_type(path, f"{full}.{k}", v, token["*"])
+        elif isinstance(token, dict):
             if not isinstance(value, dict):
                 raise _err(path, full, f"must be a table, got {value!r}")
             _validate(path, value, token, full + ".")
@@ -247,6 +288,20 @@ def _semantic_checks(path: Path, d: dict) -> None:
         raise _err(path, "duplicates.linkage.review_margin_bits", "must be >= 0")
     if d["drugs"]["top_unmapped"] < 0:
         raise _err(path, "drugs.top_unmapped", "must be >= 0")
+    an = d["analyses"]
+    for key in ("top_indications", "top_categories", "onset_min_reports"):
+        if an[key] < 1:
+            raise _err(path, f"analyses.{key}", "must be >= 1")
+    for name, comp in an["comparators"].items():
+        if comp["substance"] not in (*SUBSTANCES, "ketamine_family"):
+            raise _err(path, f"analyses.comparators.{name}.substance",
+                       f"names unknown substance {comp['substance']!r} (allowed: {', '.join(SUBSTANCES)}, "
+                       f"ketamine_family)")
+        if not [c for c in comp["comparator"] if c.strip()]:
+            raise _err(path, f"analyses.comparators.{name}.comparator", "is empty")
+    for name, pts in an["use_categories"].items():
+        if not [p for p in pts if p.strip()]:
+            raise _err(path, f"analyses.use_categories.{name}", "is empty")
 
 
 def load_config(path: str | Path | None = None) -> Config:
@@ -298,5 +353,22 @@ def load_config(path: str | Path | None = None) -> Config:
         max_age_years=float(cu["max_age_years"]),
         duckdb_memory_limit=cu["duckdb_memory_limit"],
         duckdb_threads=cu["duckdb_threads"],
+        analyses=_analyses(data["analyses"]),
         _raw=data,
+    )
+
+
+def _analyses(an: dict) -> Analyses:
+    norm = lambda x: " ".join(x.upper().split())  # noqa: E731 - ingredient names as report_ingredients writes them
+    return Analyses(
+        hcp_occupations=tuple(x.strip().upper() for x in an["hcp_occupations"]),
+        us_countries=tuple(x.strip().upper() for x in an["us_countries"]),
+        unknown_countries=tuple(x.strip().upper() for x in an["unknown_countries"]),
+        top_indications=int(an["top_indications"]), top_categories=int(an["top_categories"]),
+        onset_min_reports=int(an["onset_min_reports"]),
+        depression_cohort_pts=tuple(" ".join(p.split()) for p in an["depression_cohort_pts"] if p.strip()),
+        use_categories=tuple((k, tuple(" ".join(p.split()) for p in v if p.strip()))
+                             for k, v in an["use_categories"].items()),
+        comparators=tuple(Comparison(k, v["substance"], tuple(norm(c) for c in v["comparator"] if c.strip()),
+                                     v["source"]) for k, v in an["comparators"].items()),
     )

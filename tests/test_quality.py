@@ -532,6 +532,17 @@ def test_orphan_child_rows(tmp_path, clean_2024q1):
     assert w.startswith("raw REAC 2024Q1: primaryid_in_demo(primaryid_int) failed: 1 of")
 
 
+def test_a_few_orphans_in_a_small_quarter_warn(tmp_path, clean_2024q1):
+    # 5 orphans are above 0.1 % of a small quarter's REAC rows, but fewer than orphan_min_count (50): a warning
+    t = dict(clean_2024q1)
+    n = t["REAC"].num_rows
+    assert 5 / n > 1e-3
+    t["REAC"] = set_col(t["REAC"], "primaryid", lambda v: spoil(v, n // 5, "999999999"))
+    summary = run_raw(tmp_path, t)
+    [w] = warnings_of(summary, "primaryid_in_demo")
+    assert "999999999" in w and not summary["critical_failures"]
+
+
 def test_code_lists_real_world_extras_warn_garbage_fails(tmp_path, clean_2024q1):
     t = dict(clean_2024q1)
     t["DEMO"] = set_col(t["DEMO"], "rept_cod", lambda v: spoil(v, 25, "30DAY"))   # 4 % of a real-world extra
@@ -818,16 +829,29 @@ def test_outputs_negative_count_and_a_above_margin(tmp_path, scored):
     assert "expect_column_pair_values_a_to_be_greater_than_b(a_max, a) failed: 1 rows" in lines
 
 
-def test_outputs_eb05_above_ebgm_and_ci_order(tmp_path, scored):
+def test_outputs_eb05_above_eb95_and_ci_order(tmp_path, scored):
     signals, all_pairs, mgps = scored
     sig = signals.copy()
-    sig.loc[2, "eb05"] = sig.loc[2, "ebgm"] * 1.5
+    sig.loc[2, "eb05"] = sig.loc[2, "eb95"] * 1.5
     sig.loc[4, "prr_lo"] = sig.loc[4, "prr"] + 1
     exc = outputs_critical(tmp_path, sig, all_pairs, mgps, "outputs signals run1:",
                            thresholds={"eb05_min": 1e9, "prr_min": 1e9, "ror_lo_min": 1e9, "ic025_min": 1e9})
     lines = " | ".join(exc.summary["critical_failures"])
-    assert "expect_column_values_to_be_between(ebgm_minus_eb05) failed: 1 rows" in lines
+    assert "expect_column_values_to_be_between(eb95_minus_eb05) failed: 1 rows" in lines
     assert "expect_column_values_to_be_between(prr_minus_prr_lo) failed: 1 rows" in lines
+    assert "ebgm_minus_eb05" not in lines  # EB05 > EBGM is a warning (below)
+
+
+def test_outputs_ebgm_outside_eb05_eb95_is_a_counted_warning(tmp_path, scored):
+    """EBGM of a mixture posterior can lie outside [EB05, EB95] (tests/stats/test_mgps.py proves it): a warning
+    with the number of rows, never a failed run."""
+    signals, all_pairs, mgps = scored
+    sig = signals.copy()
+    sig.loc[[1, 3], "ebgm"] = sig.loc[[1, 3], "eb95"] * 1.1
+    s = quality.validate_outputs(tmp_path / "reports" / "run1", sig, all_pairs, mgps, None, data_docs=False)
+    assert s["success"] and s["warnings"] == [
+        "outputs signals run1: expect_column_values_to_be_between(eb95_minus_ebgm) failed: 2 rows (" + 
+        s["warnings"][0].split("failed: 2 rows (", 1)[1]]
 
 
 def test_outputs_flag_inconsistent_with_threshold(tmp_path, scored):
@@ -968,7 +992,8 @@ def test_every_curated_and_output_expectation_can_fail(tmp_path, scored):
     funnel = f["funnel"].assign(prev_reports_out=lambda x: x["reports_out"].shift(1).fillna(x["reports_in"]).astype(int))
     signals, all_pairs, mgps = scored
     rules = quality.signal_rules(None)
-    mg = pd.DataFrame([{**mgps["theta"], "neg_loglik": mgps["neg_loglik"], "converged": True}])
+    mg = pd.DataFrame([{**mgps["theta"], "neg_loglik": mgps["neg_loglik"], "converged": True, "published": True,
+                        "agreement": True}])
     bases = {
         "curated_reports": reports, "curated_report_ingredients": f["report_ingredients"],
         "curated_report_pts": f["report_pts"], "curated_funnel": funnel, "curated_unmapped_drugs": f["unmapped_drugs"],
@@ -976,6 +1001,17 @@ def test_every_curated_and_output_expectation_can_fail(tmp_path, scored):
         "outputs_signals": quality._outputs_frame(signals, ["substance", "pt", "pt_group"], rules),
         "outputs_all_pairs": quality._outputs_frame(all_pairs, ["drug", "event"], rules),
         "outputs_mgps": mg,
+        # the analyses' curated tables (OUTC, family drug rows, INDI, THER of the kept version)
+        "curated_report_outcomes": pd.DataFrame({"report_id": [1, 1, 2], "outc_cod": ["DE", "HO", "OT"]}),
+        "curated_report_substance_drugs": pd.DataFrame({
+            "report_id": [1, 2], "drug_seq": [1, 3], "substance": ["esketamine", "ketamine"], "role_cod": ["PS", "C"],
+            "route": ["Nasal", None]}),
+        "curated_report_indications": pd.DataFrame({"report_id": [1, 2], "drug_seq": [1, 3],
+                                                    "pt": ["Depression", "Anaesthesia"],
+                                                    "pt_key": ["depression", "anaesthesia"]}),
+        "curated_report_therapies": pd.DataFrame({"report_id": [1, 2], "drug_seq": [1, 3],
+                                                  "start_dt": ["20230105", "2023"],
+                                                  "start_date": [pd.Timestamp("2023-01-05"), None]}),
     }
     params = {"unmapped_share_max": 0.05, "ci_tolerance": -1e-9}
     assert set(bases) == {n for n in all_suites() if not n.startswith("raw_")}

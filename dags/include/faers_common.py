@@ -1,4 +1,5 @@
-"""What both FAERS DAGs share: settings, Assets, retry policy, Param vocabularies and error translation.
+"""What both FAERS DAGs share: settings, Assets, retry policy, Param vocabularies, error translation and the
+data-directory lock.
 
 Imported by the DAG files at parse time (the ``include/`` pattern: Airflow puts the DAG bundle's root on
 ``sys.path``), so it imports only Airflow's SDK at module level; ``pipeline`` is imported inside the functions a
@@ -18,10 +19,13 @@ from airflow.sdk import Asset, Param
 CURATED = Asset(name="faers_curated", uri="x-faers://curated", group="faers")
 REPORT = Asset(name="faers_signals_report", uri="x-faers://reports/latest", group="faers")
 
-#: tasks that talk to the network retry with exponential backoff; data tasks never retry (see each DAG's doc)
+#: tasks that talk to the network retry with exponential backoff
 NETWORK_RETRIES = {"retries": 3, "retry_delay": timedelta(minutes=2), "retry_exponential_backoff": 2.0,
                    "max_retry_delay": timedelta(minutes=30)}
-DEFAULT_ARGS = {"owner": "pharmacovigilance", "retries": 0}
+#: every other task retries twice after 30 s: a lost worker, a broker restart or a killed process is worth another
+#: try (every step replaces its output atomically). Data problems never retry: ``data_problems_fail`` turns them
+#: into AirflowFailException, which skips the remaining tries.
+DEFAULT_ARGS = {"owner": "pharmacovigilance", "retries": 2, "retry_delay": timedelta(seconds=30)}
 
 SUBSTANCES = ["ketamine", "esketamine", "arketamine", "norketamine", "ketamine_family"]
 ROLES = ["PS", "SS", "C", "I"]
@@ -77,3 +81,33 @@ def data_problems_fail(*, retry_source: bool = False):
         if retry_source and isinstance(exc, SourceError):
             raise
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+
+@contextmanager
+def data_dir_held(quarter: str | None = None, *, shared: bool = False):
+    """The pipeline's data-directory lock, as the CLI takes it (``pipeline/lock.py``); a task waits for it.
+
+    A per-quarter task holds it shared plus its own quarter exclusively, so mapped quarters run in parallel on
+    several workers; curation and reports hold it exclusively; a CLI run on the same directory keeps all of them
+    out, and they keep it out (it refuses with exit 75, or waits with ``--wait``).
+    """
+    from pipeline import lock
+
+    ctx_id = _task_label()
+    dd = data_dir()
+    if quarter is not None:
+        cm = lock.quarter_lock(dd, quarter, wait=True, command=ctx_id)
+    else:
+        cm = lock.data_dir_lock(dd, shared=shared, wait=True, command=ctx_id)
+    with cm:
+        yield
+
+
+def _task_label() -> str:
+    try:
+        from airflow.sdk import get_current_context
+
+        ti = get_current_context()["ti"]
+        return f"airflow {ti.dag_id}.{ti.task_id}[{ti.map_index}] {ti.run_id} try {ti.try_number}"
+    except Exception:  # outside a running task (tests calling the helper directly)
+        return "airflow task"

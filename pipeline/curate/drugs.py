@@ -295,6 +295,11 @@ def build_report_ingredients(con: duckdb.DuckDBPyConnection, config: Config) -> 
         FROM kdrug_mapped k JOIN pair_names p USING (pair_id) WHERE k.rank = {order.index("unmapped")}
         GROUP BY 1 ORDER BY n_reports DESC, n_rows DESC, drugname LIMIT {int(config.top_unmapped)}""")
     _conflict_rows(con, pa.table(conflicts, schema=CONFLICT_PAIR_SCHEMA))
+    # the family substance of each raw (drugname, prod_ai) pair, for the drug-row level tables of extras.py
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE family_pairs AS
+        SELECT DISTINCT m.drugname, m.prod_ai, i.substance FROM pair_map m JOIN ing_names i USING (ing_id)
+        WHERE i.substance IS NOT NULL""")
     by = dict(con.execute("SELECT n.matched_by, count(*) FROM kdrug_mapped JOIN match_names n USING (rank) "
                           "GROUP BY 1").fetchall())
     con.execute("DROP TABLE kdrug")

@@ -1,5 +1,6 @@
 """``curate(data_dir, config)``: raw quarters -> ``DIR/curated/`` (reports, report_ingredients, report_pts,
-funnel, unmapped_drugs, name_conflicts, manifest.json). DuckDB does the heavy joins out of core; pandas is not used.
+funnel, unmapped_drugs, name_conflicts, dup_review, linkage_params.json, the analyses' report_outcomes,
+report_substance_drugs, report_indications, report_therapies, manifest.json). DuckDB does the heavy joins out of core; pandas is not used.
 
 The whole folder is written beside ``curated/`` and swapped in at the end (:func:`pipeline.atomic.atomic_dir`),
 so readers see the old or the new set, never a mix. A run whose inputs' fingerprint (raw files, ingest records,
@@ -22,7 +23,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.atomic import atomic_dir
-from pipeline.curate import drugs, duplicates, history, linkage, reactions, versions
+from pipeline.curate import drugs, duplicates, extras, history, linkage, reactions, versions
 from pipeline.curate.linkage import review
 from pipeline.curate.tables import CURATED
 from pipeline.errors import PipelineError
@@ -33,7 +34,7 @@ from pipeline.vocabulary import FAMILY, SUBSTANCES
 log = logging.getLogger("pipeline.curate")
 
 #: bump when a rule changes, so an unchanged input is still re-curated by new code
-CURATE_VERSION = "5"
+CURATE_VERSION = "6"
 
 #: every table a curated folder holds (the case-level tables and the version history)
 ALL_TABLES = {**CURATED, **history.TABLES}
@@ -143,7 +144,7 @@ def curate(data_dir: DataDir, config: Config, progress: bool = True, force: bool
 
     data_dir.root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".curate-spill-", dir=data_dir.root))  # DuckDB spill space
-    bar = tqdm(total=8, desc="curate", unit="step", disable=not progress, leave=False)
+    bar = tqdm(total=9, desc="curate", unit="step", disable=not progress, leave=False)
     con = _connect(config, tmp)
     timings: dict[str, float] = {}
     clock = [time.perf_counter()]
@@ -170,6 +171,10 @@ def curate(data_dir: DataDir, config: Config, progress: bool = True, force: bool
         bar.set_postfix_str("reactions")
         pt_summary = reactions.build_report_pts(con, config)
         lap("reactions")
+        bar.set_postfix_str("extras")
+        extras.build_extras(con)
+        con.execute("DROP TABLE family_pairs")
+        lap("extras")
         bar.set_postfix_str("duplicates")
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE rep AS
@@ -280,6 +285,7 @@ def _write(con, data_dir: DataDir, config: Config, fp: str, files, counts, funne
         "name_conflicts": "SELECT * FROM name_conflicts ORDER BY report_id, quarter, drug_seq",
         "dup_review": f"SELECT * FROM dup_review ORDER BY abs(match_weight - "
                       f"{linkage.threshold_weight(config.duplicates.linkage.threshold)!r}), report_id_a, report_id_b",
+        **extras.QUERIES,
         **history.QUERIES,
     }
     records = {r["quarter"]: r for r in _ingest_records(data_dir, as_of)}

@@ -46,6 +46,23 @@ NAME_CONFLICTS = pa.schema([
 
 PT_GROUPS = pa.schema([("pt_group", pa.string()), ("pt", pa.string()), ("pt_key", pa.string())])
 
+#: OUTC of the kept version: one row per (report, code); FDA codes DE, LT, HO, DS, CA, RI, OT.
+REPORT_OUTCOMES = pa.schema([("report_id", pa.int64()), ("outc_cod", pa.string())])
+
+#: Kept drug rows naming a ketamine-family substance: sequence, role and route (FDA text, trimmed; null = blank).
+REPORT_SUBSTANCE_DRUGS = pa.schema([
+    ("report_id", pa.int64()), ("drug_seq", pa.int64()), ("substance", pa.string()), ("role_cod", pa.string()),
+    ("route", pa.string()),
+])
+
+#: INDI of the kept version: the indication PT of drug ``drug_seq`` (= indi_drug_seq) of the report.
+REPORT_INDICATIONS = pa.schema([("report_id", pa.int64()), ("drug_seq", pa.int64()), ("pt", pa.string()),
+                                ("pt_key", pa.string())])
+
+#: THER rows of the kept version linked to a family drug row; start_date only for a full, valid YYYYMMDD.
+REPORT_THERAPIES = pa.schema([("report_id", pa.int64()), ("drug_seq", pa.int64()), ("start_dt", pa.string()),
+                              ("start_date", pa.date32())])
+
 CURATED = {
     "reports": REPORTS,
     "report_ingredients": REPORT_INGREDIENTS,
@@ -54,4 +71,8 @@ CURATED = {
     "unmapped_drugs": UNMAPPED_DRUGS,
     "name_conflicts": NAME_CONFLICTS,
     "dup_review": DUP_REVIEW,
+    "report_outcomes": REPORT_OUTCOMES,
+    "report_substance_drugs": REPORT_SUBSTANCE_DRUGS,
+    "report_indications": REPORT_INDICATIONS,
+    "report_therapies": REPORT_THERAPIES,
 }

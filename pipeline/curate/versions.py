@@ -29,8 +29,8 @@ from pipeline.layout import DELETED, DataDir
 from pipeline.quarters import Quarter
 from pipeline.schemas import TEXT_COLUMNS, raw_schema
 
-#: tables curate reads (RPSR/THER are not needed for the case definition).
-READ_TABLES = ("DEMO", "DRUG", "REAC", "OUTC", "INDI", DELETED)
+#: tables curate reads (RPSR is not needed; THER only for the therapy start dates of family drug rows).
+READ_TABLES = ("DEMO", "DRUG", "REAC", "OUTC", "INDI", "THER", DELETED)
 
 
 def raw_files(data_dir: DataDir, table: str, as_of: str | None = None) -> list[Path]:

@@ -15,8 +15,19 @@ Modules: :mod:`.build` (statistics and the report folder), :mod:`.dating` (cut-o
 
 from __future__ import annotations
 
-from pipeline.reports.build import FAMILY, build_report, latest_report_dir, read_manifest
-from pipeline.reports.terminal import focus_table_text
+import importlib
+
+# Lazy (PEP 562): registering the CLI commands must not import pandas/duckdb (fast start for every command).
+_NAMES = {"FAMILY": "build", "build_report": "build", "latest_report_dir": "build", "read_manifest": "build",
+          "focus_table_text": "terminal"}
+
+
+def __getattr__(name):
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def register(subparsers):

@@ -1,6 +1,6 @@
 """``build_report``: curated tables -> disproportionality statistics -> the report folder ``DIR/reports/<run_id>/``.
 
-What is counted (statistics.md §1): the unit is the de-duplicated report of the analysis population
+What is counted: the unit is the de-duplicated report of the analysis population
 (``curated/reports.parquet`` with ``in_analysis``; a cut-off reads the database as it stood then, a from-quarter
 keeps the cases first received in it or later: :mod:`pipeline.reports.dating`). A report is *exposed* to an
 ingredient or substance when one of its drugs maps to it in one of the exposure roles (config ``[exposure] roles``,
@@ -66,10 +66,12 @@ DICT_STRING = pa.dictionary(pa.int32(), pa.string())
 
 
 def stats_schema(extra_front: tuple[tuple[str, pa.DataType], ...] = (),
-                 extra_back: tuple[tuple[str, pa.DataType], ...] = ()) -> pa.Schema:
+                 extra_back: tuple[tuple[str, pa.DataType], ...] = (), *, drop: tuple[str, ...] = ()) -> pa.Schema:
     """Arrow schema of signals/all_pairs/trend: dictionary-encoded names, int64 counts, float64 stats, bool flags."""
     fields = list(extra_front)
     for c in STAT_COLUMNS + EXTRA_COLUMNS:
+        if c in drop:
+            continue
         if c in NAME_COLUMNS:
             t = DICT_STRING
         elif c in INT_COLUMNS:
@@ -214,9 +216,12 @@ def score(counts: pd.DataFrame, config, fit, *, ebgm_min_a: int | None = None) -
     """
     from pipeline.stats import disproportionality
 
+    # multiplicity family: one substance and one level (PT rows apart from PT-group rows)
+    level = np.where(counts["event"].astype(str).str.startswith(GROUP_PREFIX).to_numpy(), "\x1fgroup", "\x1fpt")
+    family = counts["drug"].astype(str).to_numpy().astype(object) + level
     res, _ = disproportionality(counts, confidence_level=config.confidence_level,
                                 thresholds=engine_thresholds(config), mgps_likelihood=fit.likelihood,
-                                mgps_fit=fit)
+                                mgps_fit=fit, q_family=family)
     min_a = config.thresholds.ebgm_min_a if ebgm_min_a is None else ebgm_min_a
     res["signal_ebgm"] = res["signal_ebgm"].to_numpy(bool) & (res["a"].to_numpy() >= int(min_a))
     return res
@@ -591,6 +596,10 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
         scored = score(focus_counts, config, fit).merge(_indication_counts(con), on=["drug", "event"], how="left")
         scored["a_indication"] = scored["a_indication"].fillna(0).astype(np.int64)
         signals = order_signals(_split_events(scored), params["substances"], params["pt_groups"])
+        from pipeline import analyses
+        from pipeline.analyses.comparators import sources as comparator_sources
+
+        extra = analyses.run_all(con, cur, config, params, GROUP_PREFIX)
         bar.update()
 
         # 4. trend
@@ -612,12 +621,15 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
         all_pairs = all_pairs.sort_values(["substance", "pt"], kind="mergesort").reset_index(drop=True)
         write_parquet(to_table(all_pairs, schema), staging / "all_pairs.parquet",
                       metadata={**meta, "faers.table": "all_pairs"})
-        trend_schema = stats_schema((("quarter", DICT_STRING),))
+        trend_schema = stats_schema((("quarter", DICT_STRING),), drop=("fisher_q",))  # no q-values by quarter
         write_parquet(to_table(trend, trend_schema), staging / "trend.parquet",
                       metadata={**meta, "faers.table": "trend", "faers.trend_basis": trend_mod.basis(cur)})
         funnel = _funnel(con, cur, params, n_total, signals)
         write_parquet(pa.Table.from_pandas(funnel, schema=FUNNEL_SCHEMA, preserve_index=False),
                       staging / "funnel.parquet", metadata={**meta, "faers.table": "funnel"})
+        for name in analyses.FILES:
+            write_parquet(analyses.to_arrow(extra.tables[name]), staging / f"{name}.parquet",
+                          metadata={**meta, "faers.table": name})
         bar.update()
 
         # 6. validation (quality.validate_outputs; raises ValidationFailed on critical problems)
@@ -662,10 +674,15 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
             "duplicate_policy": cur_manifest.get("duplicate_policy", config.as_dict().get("duplicates")),
             "statistics": {"confidence_level": config.confidence_level, "thresholds": engine_thresholds(config),
                            "ebgm_min_a": int(config.thresholds.ebgm_min_a), "haldane": False,
-                           "multiplicity": "fisher_q = Benjamini-Hochberg over the rows of each table"},
+                           "multiplicity": "fisher_q = Benjamini-Hochberg q-value of fisher_p over the rows of one "
+                                           "substance and one level (PT rows apart from PT-group rows) with a >= 1; "
+                                           "NaN where a = 0; none in the trend table"},
             "mgps": {**mgps, "fitted_on": f"all_pairs: every ingredient x PT pair with a >= 1 "
                                           f"({bg_counts.num_rows:,} pairs), report level",
-                     "applied_to": "all_pairs, signals and trend rows (one prior per report)"},
+                     "applied_to": "all_pairs, signals and trend rows (one prior per report): the prior fitted on "
+                                   "ingredient x PT cells also scores the substance (family included) x PT-group "
+                                   "rows",
+                     "ebgm_outside_eb05_eb95": {"signals": _outside(signals), "all_pairs": _outside(all_pairs)}},
             "trend": {"basis": trend_mod.basis(cur), "top_pts_per_substance": int(trend_top_pts),
                       "prior": "the report's MGPS prior (not refitted per quarter)"},
             "validation": _validation_brief(validation),
@@ -679,8 +696,12 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
                 "ingredients": int(all_pairs["substance"].nunique()),
                 "unmapped_drug_names": len(unmapped),
                 "name_conflict_rows": None if name_conflicts is None else len(name_conflicts),
+                "analyses": {name: len(extra.tables[name]) for name in analyses.FILES},
                 "signals_flagged": {f: int(signals[f].sum()) for f in FLAG_COLUMNS},
             },
+            "analyses": {"timings_s": extra.timings_s, "curated_tables_missing": extra.missing,
+                         "hcp_occupations": list(config.analyses.hcp_occupations),
+                         "comparators": comparator_sources(config)},
             "package_versions": _package_versions(),
             "data_docs": _data_docs_link(data_dir),
             "files": {},
@@ -693,7 +714,7 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
 
         html_text = render_report(manifest=manifest, signals=signals, trend=trend, funnel=funnel,
                                   unmapped=unmapped, config=config, name_conflicts=name_conflicts,
-                                  dup_review=dup_review)
+                                  dup_review=dup_review, analyses=extra)
         with atomic_path(staging / "report.html") as tmp:
             tmp.write_text(html_text, encoding="utf-8")
         manifest["files"] = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
@@ -714,6 +735,12 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
     log.info("signals: report %s (%s reports, data through %s; latest via %s)", final, f"{n_total:,}",
              data_cutoff, how)
     return {"report_dir": str(final), "run_id": run_id, "changed": True, "focus": focus_rows(signals)}
+
+
+def _outside(df: pd.DataFrame) -> int:
+    """Rows whose EBGM lies outside [EB05, EB95] (possible for a mixture posterior; a counted warning)."""
+    g, lo, hi = (df[c].to_numpy(np.float64) for c in ("ebgm", "eb05", "eb95"))
+    return int(np.sum((g < lo) | (g > hi)))
 
 
 def _data_docs_link(data_dir: DataDir) -> str | None:

@@ -103,7 +103,7 @@ def plain(df: pd.DataFrame) -> pd.DataFrame:
 
 def render_report(*, manifest: dict, signals: pd.DataFrame, trend: pd.DataFrame, funnel: pd.DataFrame,
                   unmapped: pd.DataFrame, config, name_conflicts: pd.DataFrame | None = None,
-                  dup_review: pd.DataFrame | None = None) -> str:
+                  dup_review: pd.DataFrame | None = None, analyses=None) -> str:
     signals, trend, funnel = plain(signals), plain(trend), plain(funnel)
     p = manifest["parameters"]
     subs, groups = p["substances"], p["pt_groups"]
@@ -155,17 +155,19 @@ def render_report(*, manifest: dict, signals: pd.DataFrame, trend: pd.DataFrame,
             rows.append([f"<b>{escape(s)}</b>" if i == 0 else "", escape(r["pt_group"]), fmt(r["a"], "int"), fmt(r["n_drug"], "int"),
                          fmt(r["expected"]), ci(r["ror"], r["ror_lo"], r["ror_hi"]),
                          ci(r["prr"], r["prr_lo"], r["prr_hi"]), fmt(r["ic025"]), fmt(r["eb05"]),
-                         flags_html(r), escape(fq) if isinstance(fq, str) else "—"])
+                         _fmt_q(r.get("fisher_q")), flags_html(r), escape(fq) if isinstance(fq, str) else "—"])
     parts.append('<section id="headline"><h2>Focus signals: substance × PT group</h2>'
                  f'<p><b>a</b> = reports naming the substance (roles {escape("+".join(p["roles"]))}) and any PT '
                  f'of the group; <b>n</b> = reports naming the substance; <b>E</b> = expected a. Intervals are '
                  f'{conf_pct}. Flags: PRR (Evans), ROR, IC, EB (EB05 ≥ 2). "First flagged" = first quarter of the '
-                 f'trend with the ROR flag raised.</p>'
-                 + ("" if manifest["mgps"].get("converged") else
-                    '<p class="warn">EB05 is not published ("—"): the MGPS prior fit did not converge consistently '
-                    'on this background (see <a href="#methods">Methods</a>).</p>')
+                 f'trend with the ROR flag raised. Fisher q = Benjamini–Hochberg q-value of the one-sided Fisher p among '
+                 f'this substance\'s PT-group rows with a ≥ 1.</p>'
+                 + ("" if manifest["mgps"].get("published", manifest["mgps"].get("converged")) else
+                    '<p class="warn">EB05 is not published ("—"): no MGPS prior could be fitted on this background '
+                    '(see <a href="#methods">Methods</a>).</p>')
                  + _table(["substance", "PT group", "a", "n", "E", f"ROR [{conf_pct} CI]", f"PRR [{conf_pct} CI]",
-                           "IC025", "EB05", "flags", "first flagged"], rows, cls="data headline", numeric_from=2)
+                           "IC025", "EB05", "Fisher q", "flags", "first flagged"], rows, cls="data headline",
+                          numeric_from=2)
                  + "</section>")
 
     # ---- forest plots ----------------------------------------------------------------------------------------
@@ -277,6 +279,12 @@ def render_report(*, manifest: dict, signals: pd.DataFrame, trend: pd.DataFrame,
 
     parts.append(review_html(dup_review))
 
+    # ---- beyond the disproportionality table (pipeline/analyses) ----------------------------------------------
+    if analyses is not None:
+        from pipeline.analyses.section import render_sections
+
+        parts.append(render_sections(analyses, manifest=manifest, config=config))
+
     # ---- methods ---------------------------------------------------------------------------------------------
     parts.append(_methods(manifest, config))
     parts.append(f'<section id="disclaimer" class="disclaimer"><h2>Disproportionality is not causation</h2>'
@@ -300,6 +308,14 @@ def _ind(r: dict) -> str:
     share = int(k) / max(1, int(r["a"]))
     cls = ' class="warn"' if share >= 0.5 else ""
     return f"<span{cls}>{int(k):,}</span>"
+
+
+def _fmt_q(q) -> str:
+    """q-values span many decades: scientific notation below 0.001."""
+    if q is None or (isinstance(q, float) and math.isnan(q)):
+        return "—"
+    q = float(q)
+    return f"{q:.2e}" if q < 1e-3 else f"{q:.3f}"
 
 
 def _forest_row(r: dict, label: str, color: str) -> dict:
@@ -333,8 +349,16 @@ def _methods(m: dict, config) -> str:
             groups.append(f"<li><b>{escape(g.name)}</b>: {escape('; '.join(g.pts))} <span class=src>"
                           f"({escape(g.source)})</span></li>")
     mg_warn = "".join(f"<li>{escape(w)}</li>" for w in mg.get("warnings", []))
-    conv = "converged (another start agrees)" if mg.get("converged") else \
-        "NOT consistently converged — EBGM/EB05/EB95 are not published (NaN)"
+    if not mg.get("published", mg.get("converged")):
+        conv = "no prior could be fitted — EBGM/EB05/EB95 are not published (NaN)"
+    else:
+        conv = ("another optimiser start reached the same −log L and the same EBGM and EB05 (within 1 %)"
+                if mg.get("agreement") else "no other start reached the same optimum (a warning; EBGM is published "
+                "from the best likelihood)")
+        bnd = mg.get("boundary") or []
+        conv += ("; the optimum lies on the boundary of the parameter space — " + "; ".join(bnd)
+                 + " — a valid answer: EBGM/EB05/EB95 are computed from it" if bnd else "; interior optimum")
+    outside = mg.get("ebgm_outside_eb05_eb95") or {}
     return f"""<section id="methods"><h2>Methods</h2>
 <dl class="methods">
 <dt>Counting unit</dt><dd>{escape(m["counting_unit"])}. <code>n_total</code> = {fmt(m["counts"]["analysis_population"], "int")}
@@ -358,7 +382,13 @@ ROR: a ≥ {th["ror_min_a"]} and lower bound &gt; {fmt(th["ror_lo_min"])}; IC: I
 EB: EB05 ≥ {fmt(th["eb05_min"])} and a ≥ {st["ebgm_min_a"]}.</dd>
 <dt>MGPS</dt><dd>Two-gamma mixture prior (DuMouchel 1999) fitted once on {escape(mg.get("fitted_on", ""))};
 likelihood <b>{escape(mg.get("likelihood", ""))}</b>; θ: {escape(theta_txt)}; −log L = {fmt(mg.get("neg_loglik"))};
-{mg.get("n_points", 0)} grouped points; {conv}.
+{mg.get("n_points", 0)} grouped points; {escape(conv)}. The prior is fitted in mean–shape form (component means
+μ = α/β and shapes α; a component whose α → ∞ with μ fixed is a point mass, its negative binomial Poisson(N; μE)),
+several starts are compared by −log L and by EBGM/EB05 over all pairs, and the prior fitted on ingredient × PT cells
+also scores the substance (family included) × PT-group rows. EBGM = exp(E[ln λ]) of a mixture posterior can lie
+outside [EB05, EB95] (rows here: {fmt(outside.get("signals", 0), "int")} focus, {fmt(outside.get("all_pairs", 0), "int")}
+background; a validation warning, not an error). <code>fisher_q</code>: Benjamini–Hochberg q-value of the one-sided
+Fisher p over the rows of one substance and one level (PT rows apart from PT-group rows) with a ≥ 1 (NaN where a = 0).
 {("<ul class=warn>" + mg_warn + "</ul>") if mg_warn else ""}</dd>
 <dt>PT groups</dt><dd><ul>{"".join(groups)}</ul></dd>
 <dt>Configuration</dt><dd><code>{escape(m["config"]["path"])}</code>, sha256 <code>{escape(m["config"]["sha256"])}</code></dd>

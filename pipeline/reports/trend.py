@@ -171,7 +171,7 @@ def cumulative_trend(con, signals: pd.DataFrame, params: dict, config, fit, quar
     res = score(keyed.drop(columns=["quarter"]), config, fit)
     q_e = res["event"].str.split("\x1e", n=1, expand=True)
     res["event"] = q_e[1].to_numpy()
-    out = _split_events(res)
+    out = _split_events(res).drop(columns=["fisher_q"])  # no q-values by quarter: each quarter is no family
     out.insert(0, "quarter", q_e[0].to_numpy())
     return out.reset_index(drop=True)
 
@@ -179,7 +179,7 @@ def cumulative_trend(con, signals: pd.DataFrame, params: dict, config, fit, quar
 def _empty(config, fit) -> pd.DataFrame:
     from pipeline.reports.build import EXTRA_COLUMNS, STAT_COLUMNS
 
-    return pd.DataFrame({c: [] for c in ("quarter",) + STAT_COLUMNS + EXTRA_COLUMNS})
+    return pd.DataFrame({c: [] for c in ("quarter",) + STAT_COLUMNS + EXTRA_COLUMNS if c != "fisher_q"})
 
 
 def first_crossing(trend: pd.DataFrame, flag: str = "signal_ror") -> pd.DataFrame:

@@ -16,12 +16,27 @@ substance × PT and substance × PT-group rows), fit once and pass the fit::
 or call ``fit.posterior(n, expected)`` / :func:`posterior` directly.
 """
 
-from .counting import COUNT_COLUMNS, count_pairs, count_rows, stratified_expected
-from .engine import OUTPUT_COLUMNS, Thresholds, disproportionality, validate_counts
-from .mgps import LIKELIHOODS, MgpsFit, fit_mgps, posterior
+import importlib
 
-__all__ = [
-    "COUNT_COLUMNS", "LIKELIHOODS", "OUTPUT_COLUMNS", "MgpsFit", "Thresholds", "count_pairs", "count_rows",
-    "disproportionality",
-    "fit_mgps", "posterior", "stratified_expected", "validate_counts",
-]
+# Lazy (PEP 562): the CLI registers ``disproportionality`` without importing numpy/scipy/duckdb, so every command
+# (``signals`` included) starts fast; the heavy modules load on first use of a name.
+_NAMES = {
+    "COUNT_COLUMNS": "counting", "count_pairs": "counting", "count_rows": "counting",
+    "stratified_expected": "counting", "stratified_expected_counts": "counting",
+    "OUTPUT_COLUMNS": "engine", "Thresholds": "engine", "disproportionality": "engine", "validate_counts": "engine",
+    "LIKELIHOODS": "mgps", "MgpsFit": "mgps", "fit_mgps": "mgps", "posterior": "mgps",
+}
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name):
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_NAMES))

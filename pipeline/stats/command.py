@@ -13,11 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from pipeline.errors import PipelineError
+
+# pandas/pyarrow are imported inside the functions: registering the command must stay cheap
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +51,8 @@ def cmd_disproportionality(args) -> int:
     summary = run(args.input, args.out, input_kind=args.input_kind, mgps_likelihood=args.mgps_likelihood,
                   strata=strata, confidence_level=args.confidence_level, haldane=args.haldane)
     fit = summary["mgps"]
-    state = "converged" if fit["converged"] else "NOT converged (EBGM not published)"
+    state = ("fitted" if fit["published"] else "NOT fitted (EBGM not published)") + (
+        f" at a boundary ({'; '.join(fit['boundary'])})" if fit.get("boundary") else "")
     print(f"disproportionality: {summary['rows']:,} (drug, event) rows from {summary['n_total']:,} reports -> "
           f"{args.out}; MGPS {fit['likelihood']} {state}; signals: "
           + ", ".join(f"{k} {v:,}" for k, v in summary["signals"].items()))
@@ -68,8 +67,12 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read CSV or Parquet by extension; PipelineError with a one-line reason otherwise."""
+def read_table(path: str | Path):
+    """Read CSV or Parquet by extension (a pandas DataFrame); PipelineError with a one-line reason otherwise."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"input file not found: {path}")
@@ -85,7 +88,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
     raise PipelineError(f"unsupported input extension {suffix!r} (use .csv or .parquet)")
 
 
-def _counts_from_reports(df: pd.DataFrame, strata: list[str] | None) -> tuple[pa.Table, list[str]]:
+def _counts_from_reports(df, strata: list[str] | None):
+    import pandas as pd
+
     from .counting import count_rows
 
     need = ["report_id", "drug", "event", *(strata or [])]
@@ -124,8 +129,11 @@ def _jsonable(x):
     return x
 
 
-def write_output(res: pd.DataFrame, out: str | Path, meta: dict[str, Any]) -> None:
+def write_output(res, out: str | Path, meta: dict[str, Any]) -> None:
     """Write Parquet (with key-value metadata ``disproportionality``) or CSV by extension, plus ``<out>.json``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in (".parquet", ".pq", ".csv"):
@@ -148,6 +156,8 @@ def run(input_path, out_path, *, input_kind: str = "reports", mgps_likelihood: s
         strata: list[str] | None = None, confidence_level: float = 0.95, haldane: bool = False,
         thresholds=None) -> dict[str, Any]:
     """Read, count (reports), compute every statistic, write output + sidecar; returns the sidecar dict."""
+    import pyarrow as pa
+
     from .engine import Thresholds, disproportionality
 
     t0 = time.perf_counter()
@@ -185,9 +195,12 @@ def run(input_path, out_path, *, input_kind: str = "reports", mgps_likelihood: s
         "strata": strata or [],
         "thresholds": t.as_dict(),
         "mgps": fit.as_dict(),
+        **({"mgps_crude": res.attrs["mgps_fit_crude"].as_dict()} if "mgps_fit_crude" in res.attrs else {}),
         "signals": {k: int(res[k].sum()) for k in ("signal_prr", "signal_ror", "signal_ic", "signal_ebgm")},
         "warnings": warnings + list(fit.warnings),
+        "ebgm_outside_eb05_eb95": int(((res["ebgm"] < res["eb05"]) | (res["ebgm"] > res["eb95"])).sum()),
         "seconds": round(time.perf_counter() - t0, 3),
     }
+    res.attrs.clear()  # the crude fit object is in the sidecar, not in the Parquet metadata
     write_output(res, out_path, meta)
     return meta

@@ -26,6 +26,8 @@ OUTPUT_COLUMNS = (
     "signal_prr", "signal_ror", "signal_ic", "signal_ebgm",
 )
 EXTRA_COLUMNS = ("n_drug", "n_event", "fisher_q", "qn")
+#: with a stratified E: the E that MGPS used and the crude-E MGPS columns (own prior fitted on crude E)
+STRATIFIED_COLUMNS = ("expected_strat", "ebgm_crude", "eb05_crude", "eb95_crude")
 
 
 @dataclass(frozen=True)
@@ -132,16 +134,34 @@ def validate_counts(counts) -> pd.DataFrame:
     return out
 
 
+def _fit(df: pd.DataFrame, likelihood: str, stratified: bool) -> MgpsFit:
+    cols = ["drug", "event", "a", "n_drug", "n_event", "n_total"] + (["expected"] if stratified else [])
+    try:
+        return fit_mgps(df[cols], likelihood=likelihood)
+    except ValueError as exc:
+        raise PipelineError(f"MGPS: {exc}") from exc
+
+
+def _posterior(fit: MgpsFit, a: np.ndarray, e: np.ndarray) -> dict[str, np.ndarray]:
+    if fit.published:
+        return posterior(fit.theta, a, e)
+    nan = np.full(a.shape, np.nan)
+    return {"ebgm": nan, "eb05": nan, "eb95": nan, "qn": nan}
+
+
 def disproportionality(counts, *, confidence_level: float = 0.95, thresholds: Thresholds | Mapping | None = None,
                        mgps_likelihood: str = "openebgm", mgps_fit: MgpsFit | None = None,
-                       haldane: bool = False) -> tuple[pd.DataFrame, MgpsFit]:
+                       haldane: bool = False, mgps_fit_crude: MgpsFit | None = None,
+                       q_family=None) -> tuple[pd.DataFrame, MgpsFit]:
     """All disproportionality statistics and signal flags for a counts table.
 
     Parameters
     ----------
     counts : DataFrame or pyarrow Table
-        ``drug, event, a, n_drug, n_event, n_total`` (int, one row per pair; an ``expected`` column, e.g. the
-        stratified E of :func:`count_pairs`, replaces n_drug·n_event/n_total for IC and MGPS).
+        ``drug, event, a, n_drug, n_event, n_total`` (int, one row per pair). An ``expected`` column (the
+        stratified E of :func:`count_pairs`) is used by MGPS only: ``ebgm, eb05, eb95`` then come from a prior
+        fitted on the stratified E, and ``ebgm_crude, eb05_crude, eb95_crude`` from a prior fitted on the crude
+        E = n_drug·n_event/n_total; PRR, ROR and IC always use the crude table.
     confidence_level : float
         Level of the PRR/ROR intervals and the IC limits (columns keep their 95 % names).
     thresholds : Thresholds or mapping, optional
@@ -149,7 +169,13 @@ def disproportionality(counts, *, confidence_level: float = 0.95, thresholds: Th
     mgps_likelihood : {"openebgm", "conditional", "zero-inclusive"}
         Likelihood for fitting the MGPS prior on ``counts`` when ``mgps_fit`` is not given.
     mgps_fit : MgpsFit, optional
-        A prior fitted elsewhere (e.g. on the whole ingredient × PT background) applied to these rows.
+        A prior fitted elsewhere (e.g. on the whole ingredient × PT background) applied to these rows (with a
+        stratified E: the prior fitted on stratified E).
+    mgps_fit_crude : MgpsFit, optional
+        With a stratified E: the prior fitted on crude E (fitted on ``counts`` when not given).
+    q_family : array_like, optional
+        One key per row: ``fisher_q`` is Benjamini–Hochberg within each key over the rows with a ≥ 1 (NaN where
+        a = 0). Default: the drug.
     haldane : bool
         Add 0.5 to all four cells only for the statistic that is otherwise undefined (ROR when b·c = 0, PRR when
         c = 0). Off by default.
@@ -157,8 +183,9 @@ def disproportionality(counts, *, confidence_level: float = 0.95, thresholds: Th
     Returns
     -------
     (DataFrame, MgpsFit)
-        Columns :data:`OUTPUT_COLUMNS` then ``n_drug, n_event, fisher_q, qn`` (and ``expected_unstratified`` when
-        E was supplied). EBGM columns are NaN when the fit did not converge consistently.
+        Columns :data:`OUTPUT_COLUMNS` then ``n_drug, n_event, fisher_q, qn`` (and :data:`STRATIFIED_COLUMNS`
+        when a stratified E was supplied). EBGM columns are published whenever the prior's likelihood has a
+        finite maximum (boundary fits included); NaN only when no prior could be fitted.
 
     References
     ----------
@@ -166,6 +193,7 @@ def disproportionality(counts, *, confidence_level: float = 0.95, thresholds: Th
     Norén GN et al. Stat Methods Med Res 2013;22:57-69 (IC).
     DuMouchel W. Am Stat 1999;53:177-190 (MGPS).
     Szarfman A et al. Drug Saf 2002;25:381-392 (EB05 ≥ 2).
+    Benjamini Y, Hochberg Y. J R Stat Soc B 1995;57:289-300 (fisher_q).
     """
     if mgps_likelihood not in LIKELIHOODS:
         raise PipelineError(f"unknown MGPS likelihood {mgps_likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
@@ -177,8 +205,9 @@ def disproportionality(counts, *, confidence_level: float = 0.95, thresholds: Th
     b = df["n_drug"].to_numpy(np.int64) - a
     c = df["n_event"].to_numpy(np.int64) - a
     d = df["n_total"].to_numpy(np.int64) - df["n_drug"].to_numpy(np.int64) - c
-    e_plain = fq.expected(a, b, c, d)
-    e = df["expected"].to_numpy(np.float64) if "expected" in df.columns else e_plain
+    e = fq.expected(a, b, c, d)
+    stratified = "expected" in df.columns
+    e_mgps = df["expected"].to_numpy(np.float64) if stratified else e
 
     out: dict[str, Any] = {"drug": df["drug"], "event": df["event"], "a": a, "b": b, "c": c,
                            "d": d, "n_total": df["n_total"].to_numpy(np.int64), "expected": e}
@@ -189,16 +218,8 @@ def disproportionality(counts, *, confidence_level: float = 0.95, thresholds: Th
     out["ic"], out["ic025"], out["ic975"] = fq.ic_noren(a, e, confidence_level)
 
     if mgps_fit is None:
-        fit_input = df if "expected" in df.columns else df[["drug", "event", "a", "n_drug", "n_event", "n_total"]]
-        try:
-            mgps_fit = fit_mgps(fit_input, likelihood=mgps_likelihood)
-        except ValueError as exc:
-            raise PipelineError(f"MGPS: {exc}") from exc
-    if mgps_fit.converged:
-        post = posterior(mgps_fit.theta, a, e)
-    else:
-        nan = np.full(a.shape, np.nan)
-        post = {"ebgm": nan, "eb05": nan, "eb95": nan, "qn": nan}
+        mgps_fit = _fit(df, mgps_likelihood, stratified)
+    post = _posterior(mgps_fit, a, e_mgps)
     out["ebgm"], out["eb05"], out["eb95"] = post["ebgm"], post["eb05"], post["eb95"]
     out["fisher_p"], out["fisher_midp"] = fq.fisher_one_sided(a, b, c, d)
     res = pd.DataFrame(out)
@@ -206,8 +227,14 @@ def disproportionality(counts, *, confidence_level: float = 0.95, thresholds: Th
         res[k] = v
     res["n_drug"] = df["n_drug"].to_numpy(np.int64)
     res["n_event"] = df["n_event"].to_numpy(np.int64)
-    res["fisher_q"] = fq.bh_qvalues(res["fisher_p"].to_numpy())
+    family = df["drug"].to_numpy() if q_family is None else np.asarray(q_family)
+    res["fisher_q"] = fq.bh_qvalues_by(res["fisher_p"].to_numpy(), family, a >= 1)
     res["qn"] = post["qn"]
-    if "expected" in df.columns:
-        res["expected_unstratified"] = e_plain
+    if stratified:
+        if mgps_fit_crude is None:
+            mgps_fit_crude = _fit(df, mgps_likelihood, False)
+        crude = _posterior(mgps_fit_crude, a, e)
+        res["expected_strat"] = e_mgps
+        res["ebgm_crude"], res["eb05_crude"], res["eb95_crude"] = crude["ebgm"], crude["eb05"], crude["eb95"]
+        res.attrs["mgps_fit_crude"] = mgps_fit_crude
     return res, mgps_fit

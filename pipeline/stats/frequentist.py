@@ -15,7 +15,7 @@ from scipy import special
 
 __all__ = [
     "as_cells", "z_value", "expected", "prr", "ror", "chi2_pearson", "chi2_yates", "fisher_one_sided",
-    "bh_qvalues", "ic_noren",
+    "bh_qvalues", "bh_qvalues_by", "ic_noren",
 ]
 
 
@@ -396,6 +396,41 @@ def bh_qvalues(p) -> np.ndarray:
     ranked = p[order] * m / np.arange(1, m + 1)
     # step-up: running minimum from the largest p downwards
     q[order] = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
+    return q
+
+
+def bh_qvalues_by(p, family, tested) -> np.ndarray:
+    """Benjamini–Hochberg q-values computed separately within each ``family`` key over the ``tested`` rows.
+
+    Rows not tested (e.g. a = 0, whose p = 1 only dilutes the family) get NaN. Vectorised: one sort by
+    (family, p), ranks and sizes per family, and a running minimum from each family's largest p downwards.
+
+    References
+    ----------
+    Benjamini Y, Hochberg Y. Controlling the false discovery rate: a practical and powerful approach to multiple
+    testing. J R Stat Soc B 1995;57:289-300.
+    """
+    import pandas as pd
+
+    p = np.asarray(p, dtype=np.float64)
+    q = np.full(p.shape, np.nan)
+    idx = np.flatnonzero(np.asarray(tested, dtype=bool) & ~np.isnan(p))
+    if idx.size == 0:
+        return q
+    fam, _ = pd.factorize(np.asarray(family, dtype=object)[idx])
+    order = np.lexsort((p[idx], fam))
+    f, ps = fam[order], p[idx][order]
+    start = np.r_[0, np.flatnonzero(np.diff(f)) + 1]
+    size = np.diff(np.r_[start, f.size])
+    first = np.repeat(start, size)
+    rank = np.arange(f.size) - first + 1
+    m = np.repeat(size, size)
+    ranked = ps * m / rank
+    # running minimum from the end of each family: reverse, accumulate per family, reverse back
+    rev = ranked[::-1]
+    frev = f[::-1]
+    out_rev = pd.Series(rev).groupby(frev).cummin().to_numpy()
+    q[idx[order]] = np.minimum(out_rev[::-1], 1.0)
     return q
 
 

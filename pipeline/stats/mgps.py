@@ -13,9 +13,18 @@ Likelihood options (see ``docs/adr/0003-statistics-conventions.md``):
     every drug × event cell including N = 0 (DuMouchel 1999; openEBGM ``negLLzero``); zero cells are counted from
     the margins, never materialised.
 
-Fitting works on losslessly grouped points (identical integer keys give identical terms), in transformed
-parameters (log α, log β, logit P) with L-BFGS-B and an analytic gradient, from ≥ 4 starts, polished with
-Nelder–Mead, and accepted only when another converged start agrees (openEBGM ``autoHyper`` rule).
+Parametrisation. The optimiser works on each component's mean μ = α/β and shape α (log scale) and on P itself in
+[0, 1]. Along the ridge where a component collapses to a point mass (α, β → ∞ with α/β fixed) the negative
+binomial tends to Poisson(N; μE); written in (μ, α) with log1p and Stirling-series differences, its log-pmf stays
+accurate up to α ≈ 1e15 and equals the Poisson limit there, so a boundary optimum (a point-mass component, P at 0
+or 1) is evaluated stably and is a valid answer: EBGM/EB05/EB95 are computed from it and the boundary is recorded
+(:attr:`MgpsFit.boundary`).
+
+Fitting works on losslessly grouped points (identical integer keys give identical terms), with L-BFGS-B and an
+analytic gradient from several starts; the best is polished. Raw parameters are not identified along such
+ridges, so starts are compared by −log L and by the posterior summaries they imply (EBGM and EB05 over all
+points, maximum relative difference); EBGM is published whenever the likelihood has a finite maximum, and a
+disagreement between starts is a warning.
 """
 
 from __future__ import annotations
@@ -34,29 +43,114 @@ from scipy import optimize, special
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "LIKELIHOODS", "DEFAULT_STARTS", "AGREEMENT_TOL", "MgpsPoints", "MgpsFit", "group_points", "neg_loglik",
-    "fit_mgps", "fit_points", "posterior", "ebgm", "eb_quantile",
+    "LIKELIHOODS", "DEFAULT_STARTS", "AGREEMENT", "MgpsPoints", "MgpsFit", "group_points", "neg_loglik",
+    "fit_mgps", "fit_points", "posterior", "ebgm", "eb_quantile", "nb_logpmf",
 ]
 
 LIKELIHOODS = ("openebgm", "conditional", "zero-inclusive")
 
-# openEBGM vignette starts (α1, β1, α2, β2, P) and DuMouchel's 1999 FDA-SRS prior (a start only).
+# openEBGM vignette starts (α1, β1, α2, β2, P), DuMouchel's 1999 FDA-SRS prior (a start only), and a start with a
+# concentrated component at λ = 1 (the shape of a quiet background: most pairs reported as expected).
 DEFAULT_STARTS: tuple[tuple[float, ...], ...] = (
     (0.2, 0.1, 2.0, 4.0, 1 / 3),
     (0.1, 0.2, 10.0, 10.0, 0.2),
     (0.3, 0.5, 6.0, 6.0, 0.5),
     (0.2041, 0.05816, 1.415, 1.838, 0.0969),
+    (0.5, 0.25, 50.0, 50.0, 0.1),
 )
-# openEBGM autoHyper tolerances for "another converged start agrees".
-AGREEMENT_TOL = np.array([0.05, 0.05, 0.2, 0.2, 0.025])
-PARAM_LIMIT = 100.0  # openEBGM param_limit
-_XBOUND = 20.0  # box on transformed parameters: α, β in [2e-9, 4.9e8], P in expit(±20)
+# Two starts agree when −log L differs by at most ``neg_loglik`` (absolute) and EBGM and EB05 by at most
+# ``ebgm``/``eb05`` (maximum relative difference over all points).
+AGREEMENT = {"neg_loglik": 0.01, "ebgm": 0.01, "eb05": 0.01}
+PARAM_LIMIT = 100.0  # openEBGM param_limit (reported, not a failure)
+# Box of the transformed parameters x = (log α1, log μ1, log α2, log μ2, P).
+LOG_ALPHA_BOUNDS = (-20.0, 35.0)  # α up to 1.6e15: the NB is Poisson to double precision there
+LOG_MU_BOUNDS = (-20.0, 20.0)
+_BOUNDS = [LOG_ALPHA_BOUNDS, LOG_MU_BOUNDS, LOG_ALPHA_BOUNDS, LOG_MU_BOUNDS, (0.0, 1.0)]
+POINT_MASS_ALPHA = 1e6  # a component with α above this is reported as (numerically) a point mass
+_SERIES_MIN = 20.0  # Stirling/asymptotic series for arguments ≥ this, direct special functions below
+
+
+# ----------------------------------------------------------------------------------------------------------
+# numerically stable pieces of the negative binomial in (α, μ)
+# ----------------------------------------------------------------------------------------------------------
+
+def _delta(x):
+    """Stirling remainder δ(x) = lgamma(x) − [(x − ½) log x − x + ½ log 2π] for x ≥ 20 (error < 1e-17)."""
+    x = np.asarray(x, dtype=np.float64)
+    x2 = x * x
+    return (1 / 12 - (1 / 360 - (1 / 1260 - (1 / 1680 - 1 / (1188 * x2)) / x2) / x2) / x2) / x
+
+
+def _psi_tail(x):
+    """R(x) = Σ B_2k/(2k x^2k), so that ψ(x) = log x − 1/(2x) − R(x), for x ≥ 20."""
+    x = np.asarray(x, dtype=np.float64)
+    y = 1.0 / (x * x)
+    return y * (1 / 12 - y * (1 / 120 - y * (1 / 252 - y * (1 / 240 - y * (1 / 132 - y * 691 / 32760)))))
+
+
+def _lpoch_rel(alpha: float, n):
+    """D(α, n) = lgamma(α + n) − lgamma(α) − n·log α, accurate for any α (→ 0 as α → ∞)."""
+    n = np.asarray(n, dtype=np.float64)
+    if alpha < _SERIES_MIN:
+        return special.gammaln(alpha + n) - special.gammaln(alpha) - n * math.log(alpha)
+    return (alpha + n - 0.5) * np.log1p(n / alpha) - n + _delta(alpha + n) - _delta(alpha)
+
+
+def _dpsi_scaled(alpha: float, n):
+    """α·[ψ(α + n) − ψ(α)], accurate for any α (→ n as α → ∞)."""
+    n = np.asarray(n, dtype=np.float64)
+    if alpha < _SERIES_MIN:
+        return alpha * (special.digamma(alpha + n) - special.digamma(alpha))
+    return alpha * np.log1p(n / alpha) + n / (2.0 * (alpha + n)) - alpha * (_psi_tail(alpha + n) - _psi_tail(alpha))
+
+
+def _psi_minus_log(x):
+    """ψ(x) − log x, accurate for large x."""
+    x = np.asarray(x, dtype=np.float64)
+    big = x >= _SERIES_MIN
+    out = np.empty_like(x)
+    out[~big] = special.digamma(x[~big]) - np.log(x[~big])
+    xb = x[big]
+    out[big] = -0.5 / xb - _psi_tail(xb)
+    return out
+
+
+def _log_gamma_density_logx(s, y):
+    """log of the Gamma(s, 1) density of y times y (density with respect to log y), stable for large s.
+
+    s·log y − y − lgamma(s) = −bd0(s, y) + ½ log(s/2π) − δ(s) (Loader's deviance form) when s ≥ 20.
+    """
+    from .frequentist import _bd0
+
+    s = np.asarray(s, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    out = np.empty(np.broadcast(s, y).shape)
+    s, y = np.broadcast_arrays(s, y)
+    big = s >= _SERIES_MIN
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out[~big] = s[~big] * np.log(y[~big]) - y[~big] - special.gammaln(s[~big])
+        if big.any():
+            sb, yb = s[big], y[big]
+            out[big] = -_bd0(sb, yb) + 0.5 * np.log(sb / (2 * math.pi)) - _delta(sb)
+    return out
+
+
+def nb_logpmf(n, alpha: float, mu: float, e):
+    """log P(N = n) for N ~ NB(size α, prob β/(β + E)) with β = α/μ, i.e. the Poisson(λE)–Gamma(α, α/μ) marginal.
+
+    Written as D(α, n) + n·log(μE) − (α + n)·log1p(μE/α) − lgamma(n + 1), which equals the Poisson(μE) log-pmf
+    in the limit α → ∞ and keeps full accuracy on the way there (α = ``inf`` gives the Poisson limit exactly).
+    """
+    n = np.asarray(n, dtype=np.float64)
+    m = mu * np.asarray(e, dtype=np.float64)
+    if math.isinf(alpha):
+        return special.xlogy(n, m) - m - special.gammaln(n + 1.0)
+    return _lpoch_rel(alpha, n) + special.xlogy(n, m) - (alpha + n) * np.log1p(m / alpha) - special.gammaln(n + 1.0)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # data: lossless grouping
 # ----------------------------------------------------------------------------------------------------------
-
 @dataclass(frozen=True)
 class MgpsPoints:
     """Grouped likelihood points: count ``n``, expected count ``e`` and weight ``w`` (number of cells)."""
@@ -139,11 +233,11 @@ def group_points(counts, likelihood: str = "openebgm", n_star: int = 1) -> MgpsP
 
 
 # ----------------------------------------------------------------------------------------------------------
-# likelihood and gradient
+# likelihood and gradient in x = (log α1, log μ1, log α2, log μ2, P)
 # ----------------------------------------------------------------------------------------------------------
 
 class _Data:
-    """Per-point constants, with per-distinct-N terms so that lgamma/digamma run on a few hundred values."""
+    """Per-point constants, with per-distinct-N terms so that the special functions run on a few hundred values."""
 
     def __init__(self, n, e, w, n_star):
         self.n = np.asarray(n, dtype=np.float64)
@@ -151,74 +245,97 @@ class _Data:
         self.w = np.asarray(w, dtype=np.float64)
         self.n_star = int(n_star)
         self.un, self.inv = np.unique(self.n, return_inverse=True)
+        self.inv = self.inv.reshape(self.n.shape)
+        # the α- and μ-free part of every log-pmf: n·log E − lgamma(n + 1)
         self.const = float(np.sum(self.w * (special.xlogy(self.n, self.e) - special.gammaln(self.n + 1.0))))
 
 
-def _component(alpha, beta, d: _Data, need_trunc: bool):
-    """log NB density (without the α-free constants), its α/β derivatives, and log S = log P(N ≥ N*)."""
-    log_be = np.log(beta + d.e)
-    lg = (special.gammaln(alpha + d.un) - special.gammaln(alpha))[d.inv]
-    dg = (special.digamma(alpha + d.un) - special.digamma(alpha))[d.inv]
-    log_r = math.log(beta) - log_be  # log(β/(β+E)) < 0
-    logf = lg + alpha * log_r - d.n * log_be
-    dfa = dg + log_r
-    dfb = alpha / beta - (alpha + d.n) / (beta + d.e)
+def _component(alpha: float, mu: float, d: _Data, need_trunc: bool):
+    """Variable part of log f(N), its derivatives in log α and log μ, and log S = log P(N ≥ N*) with derivatives.
+
+    log f = D(α, N) + N·log μ − (α + N)·log1p(m/α) (+ N log E − lgamma(N+1), kept in ``d.const``), m = μE;
+    ∂/∂log μ = α(N − m)/(α + m); ∂/∂log α = α[ψ(α+N) − ψ(α)] − α·log1p(m/α) − ∂/∂log μ (→ 0 as α → ∞).
+    """
+    m = mu * d.e
+    l1p = np.log1p(m / alpha)
+    frac = m / (alpha + m)  # m/(α+m), → 0 or 1 without overflow
+    logf = _lpoch_rel(alpha, d.un)[d.inv] + d.n * math.log(mu) - (alpha + d.n) * l1p
+    dlm = alpha * (d.n - m) / (alpha + m)
+    dla = _dpsi_scaled(alpha, d.un)[d.inv] - alpha * l1p - dlm
     if not need_trunc:
-        return logf, dfa, dfb, None, None, None
-    # F(0) = r^α; S = 1 - Σ_{k<N*} f(k), with 1 - F(0) = -expm1(α log r) for accuracy
-    f0_log = alpha * log_r
-    S = -np.expm1(f0_log)
-    f0 = np.exp(f0_log)
-    dF_a = f0 * log_r
-    dF_b = f0 * alpha * d.e / (beta * (beta + d.e))
+        return logf, dla, dlm, None, None, None
+    # f(0) = (α/(α+m))^α: log f(0) = −α·log1p(m/α) → −m (Poisson) as α → ∞
+    lf0 = -alpha * l1p
+    S = -np.expm1(lf0)
+    f0 = np.exp(lf0)
+    dS_a = -f0 * (lf0 + alpha * frac)
+    dS_m = f0 * alpha * frac
+    log_m = np.log(m)
     for k in range(1, d.n_star):
-        lfk = (math.lgamma(alpha + k) - math.lgamma(alpha) - math.lgamma(k + 1.0) + alpha * log_r
-               + k * (np.log(d.e) - log_be))
+        lfk = (float(_lpoch_rel(alpha, k)) + k * log_m - (alpha + k) * l1p - math.lgamma(k + 1.0))
         fk = np.exp(lfk)
         S = S - fk
-        dF_a = dF_a + fk * (special.digamma(alpha + k) - special.digamma(alpha) + log_r)
-        dF_b = dF_b + fk * (alpha / beta - (alpha + k) / (beta + d.e))
-    with np.errstate(divide="ignore"):
+        dS_a = dS_a - fk * (float(_dpsi_scaled(alpha, k)) - alpha * l1p + alpha * (m - k) / (alpha + m))
+        dS_m = dS_m - fk * alpha * (k - m) / (alpha + m)
+    with np.errstate(divide="ignore", invalid="ignore"):
         logS = np.log(S)
-    return logf, dfa, dfb, logS, -dF_a / S, -dF_b / S
+        return logf, dla, dlm, logS, dS_a / S, dS_m / S
 
 
-def _negll_grad(theta: np.ndarray, d: _Data, likelihood: str) -> tuple[float, np.ndarray]:
-    """−log-likelihood and its gradient with respect to θ = (α1, β1, α2, β2, P)."""
-    a1, b1, a2, b2, p = (float(x) for x in theta)
+def _negll_x(x, d: _Data, likelihood: str) -> tuple[float, np.ndarray]:
+    """−log-likelihood and its gradient with respect to x = (log α1, log μ1, log α2, log μ2, P)."""
+    a1, m1, a2, m2 = (math.exp(float(v)) for v in x[:4])
+    p = min(max(float(x[4]), 0.0), 1.0)
     trunc = likelihood != "zero-inclusive"
-    l1, da1, db1, s1, dsa1, dsb1 = _component(a1, b1, d, trunc)
-    l2, da2, db2, s2, dsa2, dsb2 = _component(a2, b2, d, trunc)
-    lp, lq = math.log(p), math.log1p(-p)
+    l1, da1, dm1, s1, dsa1, dsm1 = _component(a1, m1, d, trunc)
+    l2, da2, dm2, s2, dsa2, dsm2 = _component(a2, m2, d, trunc)
+    with np.errstate(divide="ignore"):
+        lp, lq = math.log(p) if p > 0 else -math.inf, math.log1p(-p) if p < 1 else -math.inf
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         if likelihood == "openebgm":
-            g1, g2 = l1 - s1, l2 - s2
-            lm = np.logaddexp(lp + g1, lq + g2)
-            r1 = np.exp(lp + g1 - lm)
-            r2 = 1.0 - r1
-            grads = (r1 * (da1 - dsa1), r1 * (db1 - dsb1), r2 * (da2 - dsa2), r2 * (db2 - dsb2), r1 / p - r2 / (1 - p))
-            ll = lm
-        else:
-            lm = np.logaddexp(lp + l1, lq + l2)
-            r1 = np.exp(lp + l1 - lm)
-            r2 = 1.0 - r1
-            grads = [r1 * da1, r1 * db1, r2 * da2, r2 * db2, r1 / p - r2 / (1 - p)]
-            ll = lm
-            if likelihood == "conditional":
-                ld = np.logaddexp(lp + s1, lq + s2)
-                t1 = np.exp(lp + s1 - ld)
-                t2 = 1.0 - t1
-                grads[0] = grads[0] - t1 * dsa1
-                grads[1] = grads[1] - t1 * dsb1
-                grads[2] = grads[2] - t2 * dsa2
-                grads[3] = grads[3] - t2 * dsb2
-                grads[4] = grads[4] - (t1 / p - t2 / (1 - p))
-                ll = lm - ld
+            l1, l2 = l1 - s1, l2 - s2
+            da1, dm1, da2, dm2 = da1 - dsa1, dm1 - dsm1, da2 - dsa2, dm2 - dsm2
+        lm = np.logaddexp(lp + l1, lq + l2)
+        r1 = np.exp(lp + l1 - lm)
+        r2 = np.exp(lq + l2 - lm)
+        # ∂/∂P = (f1 − f2)/mixture; finite even at P = 0 or 1 (exponent capped: a huge slope is still a slope)
+        grads = [r1 * da1, r1 * dm1, r2 * da2, r2 * dm2,
+                 np.exp(np.minimum(l1 - lm, 700.0)) - np.exp(np.minimum(l2 - lm, 700.0))]
+        ll = lm
+        if likelihood == "conditional":
+            ld = np.logaddexp(lp + s1, lq + s2)
+            t1 = np.exp(lp + s1 - ld)
+            t2 = np.exp(lq + s2 - ld)
+            grads[0] = grads[0] - t1 * dsa1
+            grads[1] = grads[1] - t1 * dsm1
+            grads[2] = grads[2] - t2 * dsa2
+            grads[3] = grads[3] - t2 * dsm2
+            grads[4] = grads[4] - (np.exp(np.minimum(s1 - ld, 700.0)) - np.exp(np.minimum(s2 - ld, 700.0)))
+            ll = lm - ld
     w = d.w
     # plain reductions, not BLAS dot: BLAS threads cost more than they give on a busy box
     value = -(float(np.add.reduce(w * ll)) + d.const)
     grad = -np.array([float(np.add.reduce(w * g)) for g in grads])
     return value, grad
+
+
+def _to_x(theta) -> np.ndarray:
+    a1, b1, a2, b2, p = (float(t) for t in theta)
+    return np.array([math.log(a1), math.log(a1 / b1), math.log(a2), math.log(a2 / b2), p])
+
+
+def _to_theta(x) -> np.ndarray:
+    a1, m1, a2, m2 = (math.exp(float(v)) for v in x[:4])
+    return np.array([a1, a1 / m1, a2, a2 / m2, min(max(float(x[4]), 0.0), 1.0)])
+
+
+def _negll_grad(theta, d: _Data, likelihood: str) -> tuple[float, np.ndarray]:
+    """−log-likelihood and its gradient with respect to θ = (α1, β1, α2, β2, P) (chain rule from x)."""
+    theta = np.asarray(theta, dtype=np.float64)
+    value, g = _negll_x(_to_x(theta), d, likelihood)
+    a1, b1, a2, b2, _ = theta
+    # log μ = log α − log β: ∂/∂α = (g_logα + g_logμ)/α, ∂/∂β = −g_logμ/β
+    return value, np.array([(g[0] + g[1]) / a1, -g[1] / b1, (g[2] + g[3]) / a2, -g[3] / b2, g[4]])
 
 
 def neg_loglik(theta, n, e, w=None, likelihood: str = "openebgm", n_star: int = 1) -> float:
@@ -241,33 +358,11 @@ def neg_loglik(theta, n, e, w=None, likelihood: str = "openebgm", n_star: int = 
     return _negll_grad(np.asarray(theta, dtype=np.float64), d, likelihood)[0]
 
 
-# transformed parameters x = (log α1, log β1, log α2, log β2, logit P)
-def _to_theta(x: np.ndarray) -> np.ndarray:
-    return np.array([math.exp(x[0]), math.exp(x[1]), math.exp(x[2]), math.exp(x[3]), special.expit(x[4])])
-
-
-def _to_x(theta) -> np.ndarray:
-    t = np.asarray(theta, dtype=np.float64)
-    return np.array([math.log(t[0]), math.log(t[1]), math.log(t[2]), math.log(t[3]), special.logit(t[4])])
-
-
 def _objective(x, d, likelihood, scale):
-    theta = _to_theta(x)
-    value, g = _negll_grad(theta, d, likelihood)
-    jac = np.array([g[0] * theta[0], g[1] * theta[1], g[2] * theta[2], g[3] * theta[3],
-                    g[4] * theta[4] * (1.0 - theta[4])])
-    if not np.isfinite(value):
+    value, g = _negll_x(x, d, likelihood)
+    if not np.isfinite(value) or not np.all(np.isfinite(g)):
         return 1e300, np.zeros(5)
-    return value / scale, jac / scale
-
-
-def _canonical(theta: np.ndarray) -> np.ndarray:
-    """Label-switched copy (α2, β2, α1, β1, 1 − P): the same model."""
-    return np.array([theta[2], theta[3], theta[0], theta[1], 1.0 - theta[4]])
-
-
-def _agrees(t1: np.ndarray, t2: np.ndarray) -> bool:
-    return bool(np.all(np.abs(t1 - t2) <= AGREEMENT_TOL) or np.all(np.abs(_canonical(t1) - t2) <= AGREEMENT_TOL))
+    return value / scale, g / scale
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -278,8 +373,10 @@ def _agrees(t1: np.ndarray, t2: np.ndarray) -> bool:
 class MgpsFit:
     """A fitted MGPS prior with everything a manifest needs (:meth:`as_dict`).
 
-    ``converged`` is True only when the accepted optimum is finite and at least one other converged start agrees
-    with it; otherwise callers publish no EBGM (NaN).
+    ``converged``: the optimiser reached a finite maximum of the likelihood (possibly on the boundary: see
+    ``boundary``). ``agreement``: another start reached the same −log L and the same EBGM/EB05 (tolerances
+    :data:`AGREEMENT`); False is a warning, not a reason to withhold EBGM. EBGM is published whenever θ is finite
+    (:attr:`published`).
     """
 
     theta: tuple[float, float, float, float, float]
@@ -291,24 +388,40 @@ class MgpsFit:
     n_cells: int = 0
     n_zero_cells: int = 0
     starts: list[dict[str, Any]] = field(default_factory=list)
-    spread: dict[str, float] = field(default_factory=dict)
+    spread: dict[str, Any] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    agreement: bool | None = None
+    boundary: list[str] = field(default_factory=list)
 
     @property
     def neg_loglik(self) -> float:
         return -self.loglik
 
+    @property
+    def published(self) -> bool:
+        """EBGM/EB05/EB95 are computed from this prior (θ and the likelihood finite)."""
+        return bool(np.all(np.isfinite(self.theta)) and math.isfinite(self.loglik))
+
     def as_dict(self) -> dict[str, Any]:
         names = ("alpha1", "beta1", "alpha2", "beta2", "p")
+        a1, b1, a2, b2, _ = self.theta
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mu = {"mu1": _finite(a1 / b1) if b1 else None, "mu2": _finite(a2 / b2) if b2 else None}
         return {
-            "model": "MGPS two-gamma mixture (DuMouchel 1999)",
+            "model": "MGPS two-gamma mixture (DuMouchel 1999), fitted in mean-shape form",
             "likelihood": self.likelihood,
             "n_star": self.n_star,
             "theta": dict(zip(names, (_finite(t) for t in self.theta))),
+            "component_means": mu,
             "neg_loglik": _finite(-self.loglik),
             "converged": bool(self.converged),
+            "published": self.published,
+            "agreement": self.agreement,
+            "agreement_rule": "another start within |d(-logL)| <= {neg_loglik} and max relative difference of EBGM "
+                              "<= {ebgm} and of EB05 <= {eb05} over all points".format(**AGREEMENT),
+            "boundary": list(self.boundary),
             "n_points": int(self.n_points),
             "n_cells": int(self.n_cells),
             "n_zero_cells": int(self.n_zero_cells),
@@ -329,7 +442,8 @@ class MgpsFit:
         nll = math.nan if d.get("neg_loglik") is None else float(d["neg_loglik"])
         return cls(theta=(t["alpha1"], t["beta1"], t["alpha2"], t["beta2"], t["p"]), loglik=-nll,
                    converged=d["converged"], likelihood=d["likelihood"], n_star=d.get("n_star", 1),
-                   n_points=d.get("n_points", 0), warnings=list(d.get("warnings", [])))
+                   n_points=d.get("n_points", 0), warnings=list(d.get("warnings", [])),
+                   agreement=d.get("agreement"), boundary=list(d.get("boundary", [])))
 
 
 def _finite(x) -> float | None:
@@ -339,8 +453,12 @@ def _finite(x) -> float | None:
 
 
 def _json_safe(x):
-    if isinstance(x, float):
+    if isinstance(x, (float, np.floating)):
         return _finite(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
     if isinstance(x, dict):
         return {k: _json_safe(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
@@ -348,19 +466,26 @@ def _json_safe(x):
     return x
 
 
-def _boundary_warnings(theta: np.ndarray, x: np.ndarray) -> list[str]:
+def _boundary(theta: np.ndarray, x: np.ndarray) -> list[str]:
+    """Where the optimum sits on the edge of the parameter space (a valid answer, recorded)."""
     a1, b1, a2, b2, p = theta
     out = []
-    if a1 < 1e-4 or a2 < 1e-4:
-        out.append(f"boundary: alpha below 1e-4 (alpha1={a1:.3g}, alpha2={a2:.3g})")
-    if np.any(theta[:4] > PARAM_LIMIT):
-        out.append(f"boundary: a parameter above {PARAM_LIMIT:g} (theta={np.round(theta, 6).tolist()})")
-    if p < 1e-3 or p > 1 - 1e-3:
-        out.append(f"boundary: P={p:.3g} within 1e-3 of 0 or 1 (no over-dispersion / one component)")
-    if np.any(np.abs(np.abs(x) - _XBOUND) < 1e-6):
-        out.append("boundary: a parameter at the optimiser's box bound")
-    if abs(a1 / b1 - a2 / b2) <= 1e-3 * max(a1 / b1, a2 / b2) and abs(a1 - a2) <= 1e-3 * max(a1, a2):
-        out.append("boundary: the two components coincide (no over-dispersion)")
+    for k, (a, b, lx) in enumerate(((a1, b1, x[0]), (a2, b2, x[2])), start=1):
+        w = p if k == 1 else 1.0 - p
+        if w <= 1e-6:
+            continue  # an unused component has no boundary of its own
+        if a > POINT_MASS_ALPHA:
+            out.append(f"component {k} is a point mass at lambda = {a / b:.6g} (alpha{k} = {a:.3g} -> inf with "
+                       f"the mean fixed; its negative binomial is Poisson(n; lambda*E))")
+        elif lx <= LOG_ALPHA_BOUNDS[0] + 1e-6:
+            out.append(f"alpha{k} at its lower bound {math.exp(LOG_ALPHA_BOUNDS[0]):.3g}")
+        mu_x = x[1] if k == 1 else x[3]
+        if mu_x <= LOG_MU_BOUNDS[0] + 1e-6 or mu_x >= LOG_MU_BOUNDS[1] - 1e-6:
+            out.append(f"mean of component {k} at a bound of the optimiser's box ({a / b:.3g})")
+    if p <= 1e-6 or p >= 1 - 1e-6:
+        out.append(f"P = {p:.3g}: one component carries all the weight (a one-gamma prior)")
+    elif abs(a1 / b1 - a2 / b2) <= 1e-3 * max(a1 / b1, a2 / b2) and abs(a1 - a2) <= 1e-3 * max(a1, a2):
+        out.append("the two components coincide (a one-gamma prior)")
     return out
 
 
@@ -380,20 +505,51 @@ def _explore_points(points: MgpsPoints, step: float = EXPLORE_LOG_STEP) -> MgpsP
                       points.n_cells, points.n_zero_cells)
 
 
+def _clip(x) -> np.ndarray:
+    lo = np.array([b[0] for b in _BOUNDS])
+    hi = np.array([b[1] for b in _BOUNDS])
+    return np.clip(np.asarray(x, dtype=np.float64), lo, hi)
+
+
 def _lbfgsb(d, likelihood, scale, x0, maxiter, ftol=1e-13):
-    return optimize.minimize(_objective, np.clip(x0, -_XBOUND, _XBOUND), args=(d, likelihood, scale), jac=True,
-                             method="L-BFGS-B", bounds=[(-_XBOUND, _XBOUND)] * 5,
-                             options={"maxiter": maxiter, "ftol": ftol, "gtol": 1e-9})
+    return optimize.minimize(_objective, _clip(x0), args=(d, likelihood, scale), jac=True, method="L-BFGS-B",
+                             bounds=_BOUNDS, options={"maxiter": maxiter, "ftol": ftol, "gtol": 1e-9})
+
+
+def _stalled_ok(r) -> bool:
+    """A line-search stop at a flat optimum (tiny projected gradient) is convergence, not failure."""
+    if r.success:
+        return True
+    if "ABNORMAL" not in str(r.message).upper() or not np.isfinite(r.fun):
+        return False
+    x, g = np.asarray(r.x), np.asarray(r.jac)
+    lo = np.array([b[0] for b in _BOUNDS])
+    hi = np.array([b[1] for b in _BOUNDS])
+    free = ~(((x <= lo + 1e-10) & (g > 0)) | ((x >= hi - 1e-10) & (g < 0)))
+    return bool(np.max(np.abs(g[free]), initial=0.0) < 1e-5)
+
+
+def _summaries(theta, n, e) -> tuple[np.ndarray, np.ndarray]:
+    q = _qn(theta, n, e)
+    return ebgm(theta, n, e, q), eb_quantile(theta, n, e, 0.05, q)
+
+
+def _max_rel(x: np.ndarray, y: np.ndarray) -> float:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.abs(x - y) / np.maximum(np.abs(x), np.abs(y))
+    r = np.where((x == y), 0.0, r)
+    return float(np.nanmax(r)) if r.size else 0.0
 
 
 def fit_points(points: MgpsPoints, likelihood: str = "openebgm", n_star: int = 1,
                starts=DEFAULT_STARTS, maxiter: int = 1000) -> MgpsFit:
     """Fit θ on grouped points; see :func:`fit_mgps`.
 
-    Every start runs L-BFGS-B (transformed parameters, analytic gradient). With more than
-    :data:`EXPLORE_MAX_POINTS` distinct points the starts run on a binned copy (E pooled within ±1 %) and the
-    best one is then re-optimised on the exact points, so the accepted θ maximises the exact likelihood. The best
-    is polished with Nelder–Mead and accepted only if another converged start agrees (openEBGM ``autoHyper``).
+    Every start runs L-BFGS-B on x = (log α1, log μ1, log α2, log μ2, P) with an analytic gradient. With more
+    than :data:`EXPLORE_MAX_POINTS` distinct points the starts run on a binned copy (E pooled within ±1 %) and the
+    best one is re-optimised on the exact points, so the accepted θ maximises the exact likelihood. The best is
+    polished with Nelder–Mead; the other starts are then compared with it by −log L and by EBGM/EB05 over all
+    points (:data:`AGREEMENT`).
     """
     t0 = time.perf_counter()
     warnings: list[str] = []
@@ -414,16 +570,14 @@ def fit_points(points: MgpsPoints, likelihood: str = "openebgm", n_star: int = 1
     results = []
     for s in starts:
         r = _lbfgsb(d_explore, likelihood, scale, _to_x(s), maxiter, ftol=1e-11 if staged else 1e-13)
-        theta = _to_theta(r.x)
-        ok = bool(r.success) and np.isfinite(r.fun) and r.fun < 1e299
-        results.append({"start": [float(v) for v in s], "theta": [float(v) for v in theta],
+        ok = _stalled_ok(r) and r.fun < 1e299
+        results.append({"start": [float(v) for v in s], "theta": [float(v) for v in _to_theta(r.x)],
                         "neg_loglik": float(r.fun * scale), "converged": ok, "iterations": int(r.nit),
-                        "message": str(r.message), "x": r.x})
-    conv = [r for r in results if r["converged"]]
+                        "message": str(r.message), "x": np.asarray(r.x)})
     messages += [f"start {i + 1}: {r['message']} ({r['iterations']} it)" for i, r in enumerate(results)]
     if any("ITERATIONS REACHED LIMIT" in r["message"].upper() for r in results):
         warnings.append("iteration limit hit in at least one start")
-    pool = conv or [r for r in results if np.isfinite(r["neg_loglik"]) and r["neg_loglik"] < 1e299]
+    pool = [r for r in results if np.isfinite(r["neg_loglik"]) and r["neg_loglik"] < 1e299]
     if not pool:
         warnings.append("no start gave a finite likelihood")
         return MgpsFit(theta=(math.nan,) * 5, loglik=math.nan, converged=False, likelihood=likelihood,
@@ -431,57 +585,75 @@ def fit_points(points: MgpsPoints, likelihood: str = "openebgm", n_star: int = 1
                        n_zero_cells=points.n_zero_cells, starts=_clean(results), messages=messages,
                        warnings=warnings, seconds=time.perf_counter() - t0)
     best = min(pool, key=lambda r: r["neg_loglik"])
-    best_theta = np.array(best["theta"])
-    consistent = bool(conv) and any(r is not best and _agrees(np.array(r["theta"]), best_theta) for r in conv)
-    # Nelder–Mead polish in transformed space from a small simplex (on the exploration points when staged: the
-    # exact refinement below then finishes on the exact likelihood); kept only if it improves.
+    converged = bool(best["converged"])
+    # Nelder–Mead polish from a small simplex (on the exploration points when staged: the exact refinement
+    # below then finishes on the exact likelihood); kept only if it improves.
     x_best, f_best = best["x"], best["neg_loglik"]
-    simplex = np.vstack([x_best] + [x_best + 1e-3 * np.eye(5)[i] for i in range(5)])
-    nm = optimize.minimize(lambda x: _objective(np.clip(x, -_XBOUND, _XBOUND), d_explore, likelihood, scale)[0],
+    simplex = np.vstack([x_best] + [_clip(x_best + 1e-3 * np.eye(5)[i] * (1 if x_best[i] < 0.5 else -1))
+                                    for i in range(5)])
+    nm = optimize.minimize(lambda x: _objective(_clip(x), d_explore, likelihood, scale)[0],
                            x_best, method="Nelder-Mead",
                            options={"maxfev": 300 if staged else 1000, "xatol": 1e-8, "fatol": 1e-14,
                                     "initial_simplex": simplex})
     if nm.fun * scale < f_best:
-        x_best = np.clip(nm.x, -_XBOUND, _XBOUND)
+        x_best = _clip(nm.x)
     messages.append(f"nelder-mead polish: {nm.message} ({nm.nit} it, -logL {f_best:.10g} -> "
                     f"{min(nm.fun * scale, f_best):.10g})")
     x_final = x_best
     if staged:
-        f0 = _objective(x_best, d, likelihood, scale)[0]
         r = _lbfgsb(d, likelihood, scale, x_best, maxiter)
         messages.append(f"exact refinement (L-BFGS-B): {r.message} ({r.nit} it)")
-        # a line-search stop without loss near a flat optimum is not a failure; anything else is
-        stalled = "ABNORMAL" in str(r.message).upper() and r.fun <= f0 and np.max(np.abs(r.jac)) < 1e-5
-        if not r.success and not stalled:
+        if not _stalled_ok(r):
             warnings.append(f"exact refinement did not converge: {r.message}")
-            consistent = False
-        if not _agrees(_to_theta(r.x), best_theta):
-            warnings.append("exact refinement moved away from the explored optimum")
-            consistent = False
+            converged = False
         x_final = r.x
     theta = _to_theta(x_final)
-    value = _negll_grad(theta, d, likelihood)[0]
-    warnings += _boundary_warnings(theta, x_final)
-    if not conv:
-        warnings.append("no start converged")
-    elif not consistent:
-        warnings.append("no consistent convergence: no other converged start within "
-                        "(0.05, 0.05, 0.2, 0.2, 0.025) of the best; EBGM not published")
-    thetas = np.array([r["theta"] for r in conv]) if conv else np.empty((0, 5))
-    lls = np.array([r["neg_loglik"] for r in conv])
-    spread = {"n_converged": int(len(conv)), "n_starts": len(results), "staged": staged}
-    if len(conv):
-        aligned = np.array([t if np.abs(t - theta).sum() <= np.abs(_canonical(t) - theta).sum() else _canonical(t)
-                            for t in thetas])
-        spread.update({"theta_range": (aligned.max(axis=0) - aligned.min(axis=0)).tolist(),
-                       "neg_loglik_range": float(lls.max() - lls.min())})
+    value = _negll_x(x_final, d, likelihood)[0]
+    if not np.isfinite(value):
+        converged = False
+
+    # agreement: the other converged starts against the accepted optimum, by −log L and by EBGM/EB05
+    sel = points.n >= 1 if np.any(points.n >= 1) else np.ones(len(points), bool)
+    pn, pe = points.n[sel].astype(np.float64), points.e[sel]
+    gm_best, lo_best = _summaries(theta, pn, pe)
+    agreement = False
+    for r in results:
+        r["delta_neg_loglik"] = None
+        if r is best or not r["converged"]:
+            continue
+        nll = _negll_x(r["x"], d, likelihood)[0] if staged else r["neg_loglik"]
+        r["delta_neg_loglik"] = float(nll - value)
+        if abs(nll - value) > AGREEMENT["neg_loglik"]:
+            continue
+        gm, lo = _summaries(_to_theta(r["x"]), pn, pe)
+        r["ebgm_max_rel_diff"], r["eb05_max_rel_diff"] = _max_rel(gm, gm_best), _max_rel(lo, lo_best)
+        r["agrees"] = r["ebgm_max_rel_diff"] <= AGREEMENT["ebgm"] and r["eb05_max_rel_diff"] <= AGREEMENT["eb05"]
+        agreement = agreement or r["agrees"]
+    boundary = _boundary(theta, _clip(x_final))
+    warnings += [f"boundary: {b}" for b in boundary]
+    if not converged:
+        warnings.append("the optimiser did not report convergence at the best start; EBGM is computed from the "
+                        "best likelihood found")
+    if not agreement:
+        warnings.append("no other start reached the same likelihood and EBGM/EB05 (within "
+                        f"{AGREEMENT['neg_loglik']} in -logL, {AGREEMENT['ebgm']:.0%} in EBGM and EB05); EBGM is "
+                        "published from the best likelihood")
+    conv = [r for r in results if r["converged"]]
+    spread = {"n_converged": len(conv), "n_starts": len(results), "staged": staged,
+              "n_agreeing": sum(bool(r.get("agrees")) for r in results)}
+    if conv:
+        lls = np.array([r["neg_loglik"] for r in conv])
+        spread["neg_loglik_range"] = float(lls.max() - lls.min())
+        compared = [r for r in conv if r.get("ebgm_max_rel_diff") is not None]
+        if compared:
+            spread["ebgm_max_rel_diff"] = max(r["ebgm_max_rel_diff"] for r in compared)
+            spread["eb05_max_rel_diff"] = max(r["eb05_max_rel_diff"] for r in compared)
     for w_ in warnings:
         log.warning("MGPS (%s): %s", likelihood, w_)
-    return MgpsFit(theta=tuple(float(t) for t in theta), loglik=-float(value),
-                   converged=bool(conv) and consistent and bool(np.isfinite(value)), likelihood=likelihood,
-                   n_star=n_star, n_points=len(points), n_cells=points.n_cells, n_zero_cells=points.n_zero_cells,
-                   starts=_clean(results), spread=spread, messages=messages, warnings=warnings,
-                   seconds=time.perf_counter() - t0)
+    return MgpsFit(theta=tuple(float(t) for t in theta), loglik=-float(value), converged=converged,
+                   likelihood=likelihood, n_star=n_star, n_points=len(points), n_cells=points.n_cells,
+                   n_zero_cells=points.n_zero_cells, starts=_clean(results), spread=spread, messages=messages,
+                   warnings=warnings, seconds=time.perf_counter() - t0, agreement=agreement, boundary=boundary)
 
 
 def _clean(results):
@@ -500,18 +672,20 @@ def _single_blas_thread():
 
 
 def fit_mgps(counts, likelihood: str = "openebgm", *, n_star: int = 1, starts=DEFAULT_STARTS) -> MgpsFit:
-    """Fit the MGPS two-gamma prior on a counts table (drug, event, a, n_drug, n_event, n_total).
+    """Fit the MGPS two-gamma prior on a counts table (drug, event, a, n_drug, n_event, n_total[, expected]).
 
     Parameters
     ----------
     counts : pandas.DataFrame or pyarrow.Table
-        Non-zero pairs of the whole background (every drug × event of the database).
+        Non-zero pairs of the whole background (every drug × event of the database). An ``expected`` column
+        (e.g. a stratified E) replaces n_drug·n_event/n_total.
     likelihood : {"openebgm", "conditional", "zero-inclusive"}
         See the module docstring.
     n_star : int
         Truncation point N* of the truncated likelihoods (pairs with a ≥ N* are used).
     starts : sequence of θ
-        Starting values; default: openEBGM's three vignette starts and DuMouchel's FDA-SRS prior.
+        Starting values; default: openEBGM's three vignette starts, DuMouchel's FDA-SRS prior and a start with a
+        concentrated component at λ = 1.
 
     Returns
     -------
@@ -522,7 +696,7 @@ def fit_mgps(counts, likelihood: str = "openebgm", *, n_star: int = 1, starts=DE
     DuMouchel W. Bayesian data mining in large frequency tables, with an application to the FDA spontaneous
     reporting system. Am Stat 1999;53:177-190. doi:10.1080/00031305.1999.10474456
     Canida T, Ihrie J. openEBGM: An R implementation of the Gamma-Poisson Shrinker data mining model. R J
-    2017;9:499-519 (``autoHyper`` agreement rule).
+    2017;9:499-519 (multi-start ``autoHyper``).
     """
     points = group_points(counts, likelihood, n_star)
     with _single_blas_thread():
@@ -534,18 +708,20 @@ def fit_mgps(counts, likelihood: str = "openebgm", *, n_star: int = 1, starts=DE
 # ----------------------------------------------------------------------------------------------------------
 
 def _qn(theta, n, e):
-    a1, b1, a2, b2, p = theta
+    """Posterior weight of component 1 (untruncated densities; the shared n·log E − lgamma(n+1) cancels)."""
+    a1, b1, a2, b2, p = (float(t) for t in theta)
     n = np.asarray(n, dtype=np.float64)
     e = np.asarray(e, dtype=np.float64)
-
-    def lognb(a, b):
-        return (special.gammaln(a + n) - special.gammaln(a) - special.gammaln(n + 1.0)
-                + a * np.log(b / (b + e)) + special.xlogy(n, e / (b + e)))
-
-    l1 = math.log(p) + lognb(a1, b1)
-    l2 = math.log1p(-p) + lognb(a2, b2)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        l1 = (math.log(p) if p > 0 else -math.inf) + nb_logpmf(n, a1, a1 / b1, e)
+        l2 = (math.log1p(-p) if p < 1 else -math.inf) + nb_logpmf(n, a2, a2 / b2, e)
         return np.exp(l1 - np.logaddexp(l1, l2))
+
+
+def _log_gm_component(alpha: float, beta: float, n, e):
+    """E[ln λ] of the posterior gamma (α + n, β + E): ψ(α+n) − log(β+E), stable for a point-mass component."""
+    mu = alpha / beta
+    return (_psi_minus_log(alpha + n) + math.log(mu) + np.log1p(n / alpha) - np.log1p(mu * e / alpha))
 
 
 def ebgm(theta, n, e, qn=None) -> np.ndarray:
@@ -557,12 +733,13 @@ def ebgm(theta, n, e, qn=None) -> np.ndarray:
     ----------
     DuMouchel W. Am Stat 1999;53:177-190.
     """
-    a1, b1, a2, b2, _ = theta
+    a1, b1, a2, b2, _ = (float(t) for t in theta)
     n = np.asarray(n, dtype=np.float64)
     e = np.asarray(e, dtype=np.float64)
     q = _qn(theta, n, e) if qn is None else qn
-    return np.exp(q * (special.digamma(a1 + n) - np.log(b1 + e))
-                  + (1.0 - q) * (special.digamma(a2 + n) - np.log(b2 + e)))
+    g1, g2 = _log_gm_component(a1, b1, n, e), _log_gm_component(a2, b2, n, e)
+    # a component with zero posterior weight contributes nothing (0·x, never 0·inf)
+    return np.exp(np.where(q > 0, q * g1, 0.0) + np.where(q < 1, (1.0 - q) * g2, 0.0))
 
 
 def eb_quantile(theta, n, e, prob: float, qn=None, rtol: float = 1e-8, maxiter: int = 200) -> np.ndarray:
@@ -571,25 +748,27 @@ def eb_quantile(theta, n, e, prob: float, qn=None, rtol: float = 1e-8, maxiter: 
     The root of Qn·G(x; α1+N, β1+E) + (1−Qn)·G(x; α2+N, β2+E) = prob lies between the two components' own
     quantiles, which gives a tight bracket; safeguarded Newton steps in log x (bisection when a step leaves the
     bracket) converge in a few vectorised iterations. A row stops when the bracket is narrower than rtol in log x
-    or a Newton step is below rtol/10 (quadratic convergence: the error is then far below rtol).
+    or a Newton step is below rtol/10 (quadratic convergence: the error is then far below rtol). The density is
+    evaluated in Loader's deviance form, so a point-mass component (α ≈ 1e15) stays accurate.
 
     References
     ----------
     DuMouchel W. Am Stat 1999;53:177-190 (EB05 as the 5th percentile of the posterior of λ).
     """
-    a1, b1, a2, b2, _ = theta
+    a1, b1, a2, b2, _ = (float(t) for t in theta)
     n = np.asarray(n, dtype=np.float64)
     e = np.asarray(e, dtype=np.float64)
     q = _qn(theta, n, e) if qn is None else np.asarray(qn, dtype=np.float64)
+    mu1, mu2 = a1 / b1, a2 / b2
     # shape-only terms once per distinct N
     un, inv = np.unique(n, return_inverse=True)
     inv = inv.reshape(n.shape)
-    s1, s2 = a1 + un, a2 + un
-    g1, g2 = special.gammaincinv(s1, prob)[inv], special.gammaincinv(s2, prob)[inv]
-    lg1, lg2 = special.gammaln(s1)[inv], special.gammaln(s2)[inv]
-    s1, s2 = s1[inv], s2[inv]
-    r1, r2 = b1 + e, b2 + e
-    x1, x2 = np.log(g1 / r1), np.log(g2 / r2)
+    g1, g2 = special.gammaincinv(a1 + un, prob)[inv], special.gammaincinv(a2 + un, prob)[inv]
+    s1, s2 = a1 + n, a2 + n
+    # rates β + E = (α + μE)/μ, in logs
+    lr1 = np.log(a1 + mu1 * e) - math.log(mu1)
+    lr2 = np.log(a2 + mu2 * e) - math.log(mu2)
+    x1, x2 = np.log(g1) - lr1, np.log(g2) - lr2
     lo, hi = np.minimum(x1, x2), np.maximum(x1, x2)
     x = np.where(q >= 0.5, x1, x2)
     act = np.flatnonzero((hi - lo) > rtol)
@@ -597,16 +776,15 @@ def eb_quantile(theta, n, e, prob: float, qn=None, rtol: float = 1e-8, maxiter: 
         if act.size == 0:
             break
         xa, qa, loa, hia = x[act], q[act], lo[act], hi[act]
-        sa1, sa2, ra1, ra2 = s1[act], s2[act], r1[act], r2[act]
-        ex = np.exp(xa)
-        F = qa * special.gammainc(sa1, ra1 * ex) + (1.0 - qa) * special.gammainc(sa2, ra2 * ex) - prob
+        y1, y2 = np.exp(lr1[act] + xa), np.exp(lr2[act] + xa)
+        F = qa * special.gammainc(s1[act], y1) + (1.0 - qa) * special.gammainc(s2[act], y2) - prob
         # density of the mixture with respect to log x
-        dens = (qa * np.exp(sa1 * (np.log(ra1) + xa) - ra1 * ex - lg1[act])
-                + (1.0 - qa) * np.exp(sa2 * (np.log(ra2) + xa) - ra2 * ex - lg2[act]))
+        dens = (qa * np.exp(_log_gamma_density_logx(s1[act], y1))
+                + (1.0 - qa) * np.exp(_log_gamma_density_logx(s2[act], y2)))
         below = F < 0
         loa = np.where(below, xa, loa)
         hia = np.where(below, hia, xa)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             cand = xa - F / dens
         bad = ~np.isfinite(cand) | (cand <= loa) | (cand >= hia)
         cand = np.where(bad, 0.5 * (loa + hia), cand)

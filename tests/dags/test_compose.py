@@ -152,4 +152,4 @@ def test_docker_compose_config(tmp_path):
     assert set(cfg["services"]) == AIRFLOW_SERVICES | {"postgres", "redis"}
     worker = cfg["services"]["airflow-worker"]["environment"]
     assert worker["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == \
-        "postgresql+psycopg2://airflow:0123456789abcdef@postgres/airflow"
+        "postgresql+psycopg2://airflow:0123456789abcdef@postgres:5432/airflow"

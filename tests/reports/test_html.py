@@ -105,16 +105,19 @@ def test_headline_numbers_match_signals(built):
     groups = sig[sig["pt"].isna()]
     headline = next(t for t in page.tables if t and t[0][:3] == ["substance", "PT group", "a"])
     body = headline[1:]
+    col = {h: i for i, h in enumerate(headline[0])}
     assert len(body) == len(groups)
     current = None
     for cells, r in zip(body, groups.itertuples()):
         current = cells[0] or current  # the substance is printed on the first row of its block
         assert current == r.substance and cells[1] == r.pt_group
         assert int(cells[2].replace(",", "")) == r.a
-        flags = cells[9]
+        flags = cells[col["flags"]]
         assert ("ROR" in flags) == bool(r.signal_ror) and ("IC" in flags) == bool(r.signal_ic)
         if math.isnan(r.eb05):
-            assert cells[8] == "—"
+            assert cells[col["EB05"]] == "—"
+        q = cells[col["Fisher q"]]
+        assert q == "—" if math.isnan(r.fisher_q) else float(q) == pytest.approx(r.fisher_q, rel=5e-3, abs=5e-4)
 
 
 def test_top_pts_ranked_by_lower_bound_not_count(built):

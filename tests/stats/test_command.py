@@ -7,6 +7,7 @@ import json
 
 import pandas as pd
 import pyarrow.parquet as pq
+import numpy as np
 import pytest
 
 from pipeline.errors import PipelineError
@@ -57,9 +58,13 @@ def test_strata(tmp_path, caers):
     out = tmp_path / "s.parquet"
     assert run(["--input", str(src), "--out", str(out), "--strata", "strat1"]) == 0
     df = pq.read_table(out).to_pandas()
-    assert "expected_unstratified" in df.columns and (df["expected"] != df["expected_unstratified"]).any()
+    # E stays crude (PRR/ROR/IC are crude); MGPS uses the stratified E and keeps crude-E columns beside it
+    assert {"expected_strat", "ebgm_crude", "eb05_crude", "eb95_crude"} <= set(df.columns)
+    assert (df["expected"] != df["expected_strat"]).any()
+    np.testing.assert_allclose(df["expected"], df["n_drug"] * df["n_event"] / df["n_total"], rtol=1e-12)
+    assert (df["ebgm"] != df["ebgm_crude"]).any() and df["ebgm_crude"].notna().all()
     side = json.loads((tmp_path / "s.parquet.json").read_text())
-    assert side["strata"] == ["strat1"]
+    assert side["strata"] == ["strat1"] and side["mgps_crude"]["published"]
 
 
 @pytest.mark.parametrize("content, kind, msg", [

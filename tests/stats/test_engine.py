@@ -113,7 +113,27 @@ def test_fisher_q_is_bh_of_fisher_p(caers_counts):
     from statsmodels.stats.multitest import multipletests
 
     rows, _ = disproportionality(caers_counts)
-    np.testing.assert_allclose(rows["fisher_q"], multipletests(rows["fisher_p"], method="fdr_bh")[1], rtol=1e-12)
+    # one family per drug (all rows here have a >= 1)
+    for drug, g in rows.groupby("drug"):
+        np.testing.assert_allclose(g["fisher_q"], multipletests(g["fisher_p"], method="fdr_bh")[1], rtol=1e-12)
+
+
+def test_fisher_q_families_and_zero_rows():
+    """BH within each family key over the rows with a >= 1; NaN where a = 0; checked against statsmodels."""
+    from statsmodels.stats.multitest import multipletests
+
+    from pipeline.stats.frequentist import bh_qvalues_by
+
+    rng = np.random.default_rng(3)
+    p = rng.uniform(size=500) ** 3
+    fam = rng.choice(["ketamine|pt", "ketamine|group", "esketamine|pt"], 500)
+    tested = rng.random(500) < 0.8
+    p[~tested] = 1.0  # a = 0 rows have p = 1: they must not dilute the family
+    q = bh_qvalues_by(p, fam, tested)
+    assert np.isnan(q[~tested]).all()
+    for f in np.unique(fam):
+        k = (fam == f) & tested
+        np.testing.assert_allclose(q[k], multipletests(p[k], method="fdr_bh")[1], rtol=1e-12)
 
 
 def test_substance_without_reports_and_zero_rows():

@@ -235,10 +235,15 @@ def test_fit_reuse_on_other_tables(caers_counts):
     assert MgpsFit.from_dict(fit.as_dict()).theta == fit.theta
 
 
-def test_unconverged_fit_publishes_no_ebgm(caers_counts):
+def test_ebgm_published_whenever_theta_is_finite(caers_counts):
+    """Start disagreement or an optimiser message is a warning: EBGM is still computed from the best likelihood.
+    Only a prior that could not be fitted at all (NaN θ) leaves EBGM blank."""
     fit = fit_mgps(caers_counts)
-    bad = MgpsFit(theta=fit.theta, loglik=fit.loglik, converged=False)
-    rows, _ = disproportionality(caers_counts, mgps_fit=bad)
+    warned = MgpsFit(theta=fit.theta, loglik=fit.loglik, converged=False, agreement=False)
+    rows, _ = disproportionality(caers_counts, mgps_fit=warned)
+    assert rows[["ebgm", "eb05", "eb95"]].notna().all().all()
+    none = MgpsFit(theta=(np.nan,) * 5, loglik=np.nan, converged=False)
+    rows, _ = disproportionality(caers_counts, mgps_fit=none)
     assert rows[["ebgm", "eb05", "eb95"]].isna().all().all() and not rows["signal_ebgm"].any()
     assert rows["prr"].notna().all()
 
@@ -276,3 +281,107 @@ def test_staged_fit_matches_direct_fit(monkeypatch):
     grid_n, grid_e = np.array([1, 2, 5, 10, 1, 3]), np.array([0.1, 0.5, 1.0, 2.0, 3.0, 0.05])
     np.testing.assert_allclose(posterior(staged.theta, grid_n, grid_e)["ebgm"],
                                posterior(direct.theta, grid_n, grid_e)["ebgm"], rtol=1e-3)
+
+
+# --- mean-shape parametrisation, boundary fits, agreement -------------------------------------------------
+
+def test_nb_logpmf_matches_scipy_and_tends_to_poisson():
+    from pipeline.stats.mgps import nb_logpmf
+
+    n = np.array([0, 1, 2, 5, 17, 60, 400])
+    e = np.array([0.01, 0.3, 1.0, 2.5, 10.0, 55.0, 380.0])
+    for alpha in (1e-3, 0.2, 3.0, 19.9, 20.1, 500.0):
+        mu = 1.7
+        want = stats.nbinom.logpmf(n, alpha, (alpha / mu) / (alpha / mu + e))
+        np.testing.assert_allclose(nb_logpmf(n, alpha, mu, e), want, rtol=1e-11, atol=1e-11)
+    pois = stats.poisson.logpmf(n, 1.7 * e)
+    np.testing.assert_allclose(nb_logpmf(n, np.inf, 1.7, e), pois, rtol=1e-13)
+    # on the way to the point mass: error ~ (n − m)²/(2α), never the cancellation of lgamma(α + n) − lgamma(α)
+    for alpha in (1e8, 1e12, 1e15):
+        got = nb_logpmf(n, alpha, 1.7, e)
+        assert np.all(np.abs(got - pois) <= 1e-9 + ((n - 1.7 * e) ** 2 + n) / alpha)
+
+
+@pytest.mark.parametrize("likelihood, n_star", [("openebgm", 1), ("openebgm", 2), ("conditional", 1),
+                                                ("conditional", 3), ("zero-inclusive", 0)])
+@pytest.mark.parametrize("x", [(-2.0, 0.3, 0.2, -0.5, 0.05), (0.5, 1.0, 25.0, 0.01, 0.3),
+                               (-1.0, 2.0, 30.0, 0.0, 0.0), (-1.0, 2.0, 30.0, 0.0, 1.0)])
+def test_gradient_in_mean_shape_space(likelihood, n_star, x):
+    """Analytic gradient in x = (log α1, log μ1, log α2, log μ2, P), including a point-mass component (α2 = e^25,
+    e^30) and P exactly 0 or 1 (one-sided differences there)."""
+    from pipeline.stats.mgps import _negll_x
+
+    k = DAT_N >= n_star
+    d = _Data(DAT_N[k], DAT_E[k], np.ones(k.sum()), n_star)
+    x = np.array(x)
+    _, g = _negll_x(x, d, likelihood)
+    # one-sided at P = 0 or 1, where the curvature in P is large: a smaller step
+    h = np.array([1e-6, 1e-6, 1e-6, 1e-6, 1e-7 if 0 < x[4] < 1 else 1e-10])
+    num = np.empty(5)
+    for i in range(5):
+        up, dn = x.copy(), x.copy()
+        up[i] += h[i] if not (i == 4 and x[4] >= 1) else 0.0
+        dn[i] -= h[i] if not (i == 4 and x[4] <= 0) else 0.0
+        num[i] = (_negll_x(up, d, likelihood)[0] - _negll_x(dn, d, likelihood)[0]) / (up[i] - dn[i])
+    np.testing.assert_allclose(g, num, rtol=2e-5, atol=2e-6)
+
+
+def test_point_mass_boundary_fit_is_a_valid_answer():
+    """Data from a prior whose second component IS a point mass at λ = 1 (95 % of pairs): the fit may sit on
+    that boundary; either way it is published, every summary is finite and −log L is at least as good as the
+    generating prior's."""
+    truth = (0.5, 0.1, 1e12, 1e12, 0.05)
+    n, e = simulate(truth, 30_000, "openebgm", seed=1)
+    fit = fit_points(grouped(n, e), "openebgm", 1)
+    assert fit.published and fit.agreement
+    assert fit.neg_loglik <= neg_loglik(truth, n, e) + 1e-6
+    post = posterior(fit.theta, n, e)
+    for k in ("ebgm", "eb05", "eb95"):
+        assert np.isfinite(post[k]).all()
+    assert np.all(post["eb05"] <= post["eb95"])
+
+
+def test_quiet_background_publishes_at_the_boundary():
+    """RR ≡ 1 (no over-dispersion): the optimum is a point mass at λ ≈ 1, which is recorded as the boundary and
+    in the warnings; EBGM/EB05 are finite for every pair, never blank."""
+    rng = np.random.default_rng(5)
+    e = np.exp(np.round(rng.normal(0, 1.2, 20_000), 2))
+    n = rng.poisson(e)
+    k = n >= 1
+    fit = fit_points(grouped(n[k], e[k]), "openebgm", 1)
+    assert fit.published and fit.boundary and any("point mass" in b for b in fit.boundary)
+    d = fit.as_dict()
+    assert d["boundary"] == fit.boundary and d["published"]
+    post = posterior(fit.theta, n[k], e[k])
+    assert np.isfinite(post["ebgm"]).all() and np.isfinite(post["eb05"]).all()
+    # the point mass sits at λ ≈ 1, so every EBGM is close to 1
+    assert np.all(np.abs(np.log(post["ebgm"])) < 0.2)
+
+
+def test_agreement_is_judged_by_likelihood_and_posterior_summaries(caers_counts):
+    fit = fit_mgps(caers_counts)
+    assert fit.agreement is True
+    compared = [s for s in fit.starts if s.get("ebgm_max_rel_diff") is not None]
+    assert compared and any(s["agrees"] for s in compared)
+    for s in compared:
+        assert abs(s["delta_neg_loglik"]) <= 0.01
+    d = fit.as_dict()
+    assert d["spread"]["n_agreeing"] >= 1 and "EBGM" in d["agreement_rule"]
+
+
+def test_caers_neg_loglik_at_or_below_openebgm(caers_counts):
+    """openEBGM's optimum on caers is 4162.455710379538 (−log L); ours must not be worse."""
+    assert fit_mgps(caers_counts).neg_loglik <= 4162.455710379538
+
+
+@pytest.mark.filterwarnings("ignore::scipy.integrate.IntegrationWarning")
+def test_ebgm_can_lie_outside_eb05_eb95():
+    """EBGM = exp(E[ln λ]) of a two-gamma posterior is no quantile: a small, far component moves it above EB95.
+    Checked by independent numerical integration, so EBGM in [EB05, EB95] can only be a warning."""
+    theta = (2.0, 0.002, 500.0, 500.0, 8e-8)
+    n, e = 3, 0.01
+    post = posterior(theta, np.array([n]), np.array([e]))
+    gm, q05, q95 = _posterior_direct(theta, n, e)
+    assert 0.01 < post["qn"][0] < 0.05
+    assert post["ebgm"][0] == pytest.approx(gm, rel=1e-8) and post["eb95"][0] == pytest.approx(q95, rel=1e-8)
+    assert gm > q95 and post["ebgm"][0] > post["eb95"][0]
