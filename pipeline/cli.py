@@ -149,7 +149,7 @@ def cmd_demo(args) -> int:
 
 
 #: commands that write into the data directory: they hold its lock (pipeline/lock.py) while they run
-WRITERS = ("fetch", "ingest", "curate", "run", "demo", "signals")
+WRITERS = ("fetch", "ingest", "curate", "run", "demo", "signals", "study")
 
 
 def _run_locked(args) -> int:
@@ -226,8 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.reports import register as register_reports
     from pipeline.stats.command import register as register_disproportionality
 
+    from pipeline.analyses.study import register as register_study
+
     register_reports(sub)
     register_disproportionality(sub)
+    register_study(sub)
     for name in WRITERS:
         sub.choices[name].add_argument(
             "--wait", action="store_true",
