@@ -670,6 +670,9 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
         from pipeline.reports.names_section import read_conflicts
 
         name_conflicts = read_conflicts(cur)
+        from pipeline.reports.dup_review_section import read_review
+
+        dup_review = read_review(cur)
         manifest = {
             "run_id": run_id,
             "created_at": now.isoformat(timespec="seconds"),
@@ -742,7 +745,8 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
         from pipeline.reports.html import render_report
 
         html_text = render_report(manifest=manifest, signals=signals, trend=trend, funnel=funnel,
-                                  unmapped=unmapped, config=config, name_conflicts=name_conflicts, analyses=extra)
+                                  unmapped=unmapped, config=config, name_conflicts=name_conflicts,
+                                  dup_review=dup_review, analyses=extra)
         with atomic_path(staging / "report.html") as tmp:
             tmp.write_text(html_text, encoding="utf-8")
         manifest["files"] = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}

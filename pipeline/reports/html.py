@@ -103,7 +103,7 @@ def plain(df: pd.DataFrame) -> pd.DataFrame:
 
 def render_report(*, manifest: dict, signals: pd.DataFrame, trend: pd.DataFrame, funnel: pd.DataFrame,
                   unmapped: pd.DataFrame, config, name_conflicts: pd.DataFrame | None = None,
-                  analyses=None) -> str:
+                  dup_review: pd.DataFrame | None = None, analyses=None) -> str:
     signals, trend, funnel = plain(signals), plain(trend), plain(funnel)
     p = manifest["parameters"]
     subs, groups = p["substances"], p["pt_groups"]
@@ -275,6 +275,9 @@ def render_report(*, manifest: dict, signals: pd.DataFrame, trend: pd.DataFrame,
     from pipeline.reports.names_section import section_html
 
     parts.append(section_html(name_conflicts))
+    from pipeline.reports.dup_review_section import section_html as review_html
+
+    parts.append(review_html(dup_review))
 
     # ---- beyond the disproportionality table (pipeline/analyses) ----------------------------------------------
     if analyses is not None:
@@ -335,6 +338,15 @@ def _forest_row(r: dict, label: str, color: str) -> dict:
             "tooltip_ic": f"{label}: IC {fmt(r['ic'])} [{fmt(r['ic025'])}, {fmt(r['ic975'])}]"}
 
 
+def _linkage_text(dup: dict) -> str:
+    lk = dup.get("linkage") or {}
+    if not lk.get("enabled"):
+        return ""
+    return (f"; probabilistic record linkage (Fellegi–Sunter with EM-estimated m/u, term-frequency adjustment, "
+            f"missing values neutral) links pairs with match probability ≥ {escape(str(lk.get('threshold')))}"
+            f" ({'excluded' if lk.get('exclude_flagged', True) else 'flagged only'})")
+
+
 def _methods(m: dict, config) -> str:
     p, st, mg = m["parameters"], m["statistics"], m["mgps"]
     th = st["thresholds"]
@@ -371,7 +383,7 @@ A report counts once for a PT group if it has any PT of the group.</dd>
 arketamine, norketamine.</dd>
 <dt>De-duplication</dt><dd>Latest integer case version per caseid; caseids on FDA's deleted-case lists removed;
 cross-case duplicate rules: {escape(", ".join(dup_rules) or "none")}
-({"non-kept members excluded" if dup.get("exclude_flagged_duplicates", True) else "flagged only"}).
+({"non-kept members excluded" if dup.get("exclude_flagged_duplicates", True) else "flagged only"}){_linkage_text(dup)}.
 See the funnel above and <code>docs/dedup-policy.md</code>.</dd>
 <dt>Statistics</dt><dd>PRR with Katz interval; ROR with Woolf interval; Pearson and Yates χ² (R <code>chisq.test</code>);
 one-sided Fisher p and mid-p; IC = log2((a+0.5)/(E+0.5)) with exact gamma limits (Norén 2013); confidence level
