@@ -43,7 +43,8 @@ def cmd_sample(args) -> int:
 
     quarters = parse_range(args.quarters)
     summary = write_mirror(Path(args.out), quarters, reports_per_quarter=args.reports_per_quarter,
-                           seed=args.seed, progress=not args.quiet)
+                           seed=args.seed, progress=not args.quiet,
+                           duplicate_variants=args.duplicate_variants)
     print(f"synthetic FAERS mirror: {len(summary['quarters'])} quarter(s) in {args.out} "
           f"({summary['reports_total']:,} reports; SYNTHETIC DATA, not FDA's)")
     return 0
@@ -186,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reports-per-quarter", type=int, default=2000, metavar="N",
                    help="DEMO rows per quarter (default 2000)")
     p.add_argument("--seed", type=int, default=20240101, metavar="S", help="random seed (default 20240101)")
+    p.add_argument("--duplicate-variants", action="store_true",
+                   help="more cross-company duplicate reports, each differing as real ones do (missing fields, dates "
+                        "off by days, a PT added or dropped, other product names); truth.json lists the groups")
     p.set_defaults(quarters="2023Q1:2024Q4")
 
     p = add("fetch", cmd_fetch, "download new or changed quarterly zips into DIR/landing/")
