@@ -63,9 +63,10 @@ __all__ = ["FILES", "Results", "run_all"]
 
 _INT = {"a", "b", "c", "d", "n_total", "n_reports", "n_with_onset", "n_negative_excluded", "serious",
         "death", "life_threatening", "hospitalization", "disability", "congenital_anomaly", "required_intervention",
-        "other_serious"}
+        "other_serious", "cmp_a", "cmp_c"}
 _TEXT = {"scenario", "substance", "pt_group", "pt", "characteristic", "category", "subgroup_by", "subgroup",
-         "comparison", "population", "comparator", "stratum_by", "stratum", "shape_reading"}
+         "comparison", "population", "comparator", "stratum_by", "stratum", "shape_reading", "ror_ci_overlap",
+         "ic_ci_overlap"}
 
 
 def schema_of(columns) -> "pa.Schema":
