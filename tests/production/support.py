@@ -116,6 +116,26 @@ class Stack:
         self.token = self.login("admin", self.secret("AIRFLOW_ADMIN_PASSWORD"))
         return self
 
+    def airflow_env(self) -> dict:
+        """The environment the script gives the components (from the same settings module)."""
+        env = getattr(self, "_env", None) or self.env()
+        out = subprocess.run([sys.executable, "-m", "pipeline.airflow_celery_config", "env", "--root", str(ROOT),
+                              "--home", str(self.home), "--name", self.name, "--redis-host", env.get("REDIS_HOST", REDIS[0]),
+                              "--redis-port", env.get("REDIS_PORT", str(REDIS[1])), "--redis-db", str(self.redis_db),
+                              "--api-port", str(self.port)], capture_output=True, text=True, cwd=ROOT, check=True)
+        import shlex
+
+        parsed = {}
+        for line in out.stdout.splitlines():
+            if line.startswith("export "):
+                k, v = line[len("export "):].split("=", 1)
+                parsed[k] = shlex.split(v)[0] if v else ""
+        return {**env, **parsed}
+
+    def airflow(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "airflow", *args], env=self.airflow_env(), cwd=ROOT,
+                              capture_output=True, text=True, timeout=180, check=check)
+
     def stop(self) -> str:
         out = subprocess.run(["bash", str(SCRIPT), "stop"], env=getattr(self, "_env", self.env()), cwd=ROOT,
                              capture_output=True, text=True, timeout=120)
@@ -229,7 +249,11 @@ def worker_of(hostname: str | None) -> str | None:
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
-    """Relative path -> content digest of every file (Parquet compared by its rows and schema, not its bytes)."""
+    """Relative path -> content digest of every file.
+
+    Parquet files are compared by schema and the multiset of their rows (not bytes, not row order: curation's row
+    order varies from run to run, and key-value metadata carries run ids).
+    """
     import hashlib
 
     import pyarrow.parquet as pq
@@ -242,7 +266,8 @@ def tree_digest(folder: Path) -> dict[str, str]:
         if p.suffix == ".parquet":
             t = pq.read_table(p)
             t = t.replace_schema_metadata(None)
-            out[rel] = hashlib.sha256(repr(t.schema).encode() + repr(t.to_pydict()).encode()).hexdigest()
+            rows = sorted(repr(sorted(r.items())) for r in t.to_pylist())
+            out[rel] = hashlib.sha256(repr(t.schema).encode() + "\n".join(rows).encode()).hexdigest()
         else:
             out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
