@@ -160,17 +160,21 @@ def test_two_runs_on_one_data_dir(reference, tmp_path):
 
 
 def test_disk_full_during_ingest_leaves_earlier_data_intact(reference, tmp_path):
-    """Re-ingesting a quarter with too little room (a file-size limit): one line, exit 6, the old quarter unchanged."""
+    """FDA re-publishes a quarter and the disk fills while it is re-ingested (a file-size limit): one line, exit 6,
+    the quarter exactly as it was before (not a mix of old and new tables), nothing half-written left."""
     data = tmp_path / "data"
     shutil.copytree(reference["dir"] / "landing", data / "landing")
     assert _run("ingest", "--quarters", "2024Q1", "--data-dir", str(data)).returncode == 0
     before = tree_digest(data / "raw") | {f"q/{k}": v for k, v in tree_digest(data / "quarantine").items()}
+    republished = sample_mirror(tmp_path / "republished", "2024Q1", 800, seed=SEED + 1)
+    shutil.copy(republished / "faers_ascii_2024q1.zip", data / "landing" / "faers_ascii_2024q1.zip")
+    # half the largest table: the small tables of the new version fit, the large ones do not
     limit = max(p.stat().st_size for p in (data / "raw").rglob("*.parquet")) // 2
 
     def small_disk():  # writes past `limit` bytes fail with EFBIG (Python ignores SIGXFSZ)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    full = _run("ingest", "--quarters", "2024Q1:2024Q2", "--force", "--data-dir", str(data), preexec_fn=small_disk)
+    full = _run("ingest", "--quarters", "2024Q1:2024Q2", "--data-dir", str(data), preexec_fn=small_disk)
     lines = full.stderr.strip().splitlines()
     assert full.returncode == 6, full.stderr
     assert len(lines) == 1 and lines[0].startswith("error: ") and "File too large" in lines[0], lines
@@ -180,3 +184,4 @@ def test_disk_full_during_ingest_leaves_earlier_data_intact(reference, tmp_path)
     assert leftovers(data) == []
     assert _run("ingest", "--data-dir", str(data)).returncode == 0  # room again: the rest goes in
     assert [str(q) for q in DataDir.of(data).ingested_quarters()] == ["2024Q1", "2024Q2", "2024Q3"]
+    assert tree_digest(data / "raw") != tree_digest(reference["dir"] / "raw")  # 2024Q1 is now the new version

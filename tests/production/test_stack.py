@@ -1,21 +1,22 @@
-"""The production topology for real: `scripts/airflow-celery.sh` on the machine's PostgreSQL and Redis.
+"""The production topology for real: `scripts/airflow-celery.sh` on the machine's PostgreSQL, with Redis as broker.
 
-One stack for the whole module (start-up is the expensive part): the integration run, then the access checks of the
-signals page under the FAB auth manager, then a Celery worker killed with SIGKILL in the middle of an ingest.
-Skipped, with one reason, only when PostgreSQL or Redis does not answer.
+One stack for the whole module (start-up is the expensive part), in this order: the integration run, the access checks
+of the signals page under the FAB auth manager, the broker killed and restarted mid-ingest, a Celery worker killed
+with SIGKILL mid-ingest. The broker is the tests' own redis-server on another port (the same program as the machine's
+Redis), so restarting it never disturbs the machine's service. Skipped, with one reason, only when PostgreSQL or
+Redis does not answer.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import signal
 import time
 
 import pytest
 
-from tests.production.support import (Stack, leftovers, psql, sample_mirror, services_missing, tree_digest,
-                                      worker_of)
+from tests.production.support import (RedisServer, Stack, free_port, last_nightly_tick, leftovers, psql,
+                                      sample_mirror, services_missing, tree_digest, worker_of)
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(services_missing() is not None,
                                                    reason=services_missing() or "")]
@@ -24,23 +25,16 @@ QUARTERS = "2024Q1:2024Q3"
 TIMES: dict[str, float] = {}
 
 
-def last_nightly_tick(now: dt.datetime | None = None) -> str:
-    """The most recent 03:00 UTC: the logical date the scheduler would give faers_ingest's run on unpause."""
-    now = now or dt.datetime.now(dt.timezone.utc)
-    tick = now.replace(hour=3, minute=0, second=0, microsecond=0)
-    if tick > now:
-        tick -= dt.timedelta(days=1)
-    return tick.isoformat().replace("+00:00", "Z")
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("stack")
+    broker = RedisServer(root, free_port()).start()
     mirror = sample_mirror(root / "mirror", QUARTERS, 1500)
     s = Stack(home=root / "home", data_dir=root / "data", source=mirror.resolve().as_uri(),
-              name=f"faers_airflow_t{os.getpid()}", redis_db=12)
+              name=f"faers_airflow_t{os.getpid()}", redis_db=0,
+              extra_env={"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(broker.port)})
+    s.broker = broker
     s.drop_database()
-    s.flush_redis()
     try:
         s.start()
         TIMES["stack_start_s"] = round(s.started_in, 1)
@@ -48,7 +42,7 @@ def stack(tmp_path_factory):
     finally:
         s.stop()
         s.drop_database()
-        s.flush_redis()
+        broker.kill()
         print(f"\nproduction stack timings: {TIMES}")
 
 
@@ -118,6 +112,23 @@ def _running_ti(stack, run_id: str, task_id: str, timeout: float = 180) -> dict:
                 return t
         time.sleep(0.5)
     raise AssertionError(f"{task_id} never ran\n{stack.logs_tail(20)}")
+
+
+def test_run_survives_a_broker_restart(stack, integration_run):
+    """Redis killed (every queued message lost) and restarted mid-ingest: the run completes, at most one task retried."""
+    run_id = stack.trigger("faers_ingest", {"quarters": "2024Q3", "force": True}, run_id="broker_restart")
+    _running_ti(stack, run_id, "quarter.ingest_and_validate")
+    stack.broker.kill()
+    time.sleep(5)
+    stack.broker.start()  # back, empty, on the same port
+    t0 = time.monotonic()
+    state = stack.wait_run("faers_ingest", run_id, 300)
+    TIMES["broker_restart_to_success_s"] = round(time.monotonic() - t0, 1)
+    tis = stack.task_instances("faers_ingest", run_id)
+    retried = sorted({(t["task_id"], t["map_index"]) for t in tis if t["try_number"] > 1})
+    TIMES["broker_restart_retried"] = retried
+    assert state == "success", stack.logs_tail(30)
+    assert len(retried) <= 1, retried
 
 
 def test_worker_killed_mid_ingest_is_retried_on_the_other_worker(stack, integration_run):
