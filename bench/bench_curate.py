@@ -7,7 +7,7 @@ Input: raw Parquet written **directly** with numpy/pyarrow in the exact ``raw_sc
 3.6 M reports through ``pipeline sample`` + ``pipeline ingest`` takes many minutes and measures those stages, which
 have their own benchmarks). ``--data-dir`` pointing at an already ingested data directory curates that instead.
 The generator runs in a subprocess, so the reported peak RSS is curation's alone. Shape per report, as in
-real quarters: ~4.2 DRUG, ~3.3 REAC, ~2.5 INDI, ~0.8 OUTC rows; each quarter 75 % new cases and 25 %
+real quarters: ~4.2 DRUG, ~3.3 REAC, ~2.5 INDI, ~0.8 OUTC, ~1.5 THER rows; each quarter 75 % new cases and 25 %
 follow-up versions of earlier cases, 2 % identical re-ships of the previous quarter, ~1,000 deleted caseids; Zipf
 drug names (60 k distinct, 12 % without prod_ai) and PTs (20 k distinct, some upper case); ketamine, esketamine
 (SPRAVATO) and look-alikes injected at low rates. Cached under ``--data-dir`` (default ``/tmp/bench_curate``).
@@ -179,6 +179,16 @@ def _gen(root: str, n_quarters: int, reports: int, seed: int) -> None:
                                         "role_cod": pick(pa.array(["PS", "SS", "C", "I"]), role),
                                         "drugname": pick(name_vocab, name_i), "prod_ai": drug_prod},
                                {**tkeys, "drug_seq_int": pa.array(seq)}, m)
+        # THER: about a third of the drug rows carry therapy dates (full, year-month or blank start), as in FAERS
+        t_rows = np.flatnonzero(rng.random(m) < 0.35)
+        full = np.char.replace((np.datetime64("2019-01-01") + rng.integers(0, 1500, len(t_rows))
+                                .astype("timedelta64[D]")).astype(str), "-", "")
+        form = rng.random(len(t_rows))
+        start = np.where(form < 0.6, full, np.where(form < 0.8, full.astype("<U6"), ""))
+        keys, tkeys = child_keys(owner[t_rows])
+        tables["THER"] = table("THER", {**keys, "dsg_drug_seq": pc.cast(pa.array(seq[t_rows]), pa.string()),
+                                        "start_dt": pa.array(start, pa.string())},
+                               {**tkeys, "dsg_drug_seq_int": pa.array(seq[t_rows])}, len(t_rows))
         owner, seq = children(3.3, 0.01)
         pt_i = zipf_idx(len(owner), len(pt_names))
         pt_i = np.where(rng.random(len(owner)) < 0.05, pt_i + len(pt_names), pt_i)
@@ -205,7 +215,7 @@ def _gen(root: str, n_quarters: int, reports: int, seed: int) -> None:
                                        pick(pa.array([str(q)]), np.zeros(len(part), np.int32)))
                 tables[name] = pa.concat_tables([tables[name], part])
         prev_reship = rng.choice(pid, int(reports * 0.02), replace=False)
-        prev = {k: v for k, v in tables.items() if k in ("DEMO", "DRUG", "REAC", "OUTC", "INDI")}
+        prev = {k: v for k, v in tables.items() if k in ("DEMO", "DRUG", "REAC", "OUTC", "INDI", "THER")}
         dele = rng.choice(history_c, 1000, replace=False)
         tables["DELETED"] = table("DELETED", {"caseid": pc.cast(pa.array(dele), pa.string())},
                                   {"caseid_int": pa.array(dele)}, len(dele))

@@ -43,7 +43,8 @@ def cmd_sample(args) -> int:
 
     quarters = parse_range(args.quarters)
     summary = write_mirror(Path(args.out), quarters, reports_per_quarter=args.reports_per_quarter,
-                           seed=args.seed, progress=not args.quiet)
+                           seed=args.seed, progress=not args.quiet,
+                           duplicate_variants=args.duplicate_variants)
     print(f"synthetic FAERS mirror: {len(summary['quarters'])} quarter(s) in {args.out} "
           f"({summary['reports_total']:,} reports; SYNTHETIC DATA, not FDA's)")
     return 0
@@ -148,7 +149,7 @@ def cmd_demo(args) -> int:
 
 
 #: commands that write into the data directory: they hold its lock (pipeline/lock.py) while they run
-WRITERS = ("fetch", "ingest", "curate", "run", "demo", "signals")
+WRITERS = ("fetch", "ingest", "curate", "run", "demo", "signals", "study")
 
 
 def _run_locked(args) -> int:
@@ -186,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reports-per-quarter", type=int, default=2000, metavar="N",
                    help="DEMO rows per quarter (default 2000)")
     p.add_argument("--seed", type=int, default=20240101, metavar="S", help="random seed (default 20240101)")
+    p.add_argument("--duplicate-variants", action="store_true",
+                   help="more cross-company duplicate reports, each differing as real ones do (missing fields, dates "
+                        "off by days, a PT added or dropped, other product names); truth.json lists the groups")
     p.set_defaults(quarters="2023Q1:2024Q4")
 
     p = add("fetch", cmd_fetch, "download new or changed quarterly zips into DIR/landing/")
@@ -222,8 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.reports import register as register_reports
     from pipeline.stats.command import register as register_disproportionality
 
+    from pipeline.analyses.study import register as register_study
+
     register_reports(sub)
     register_disproportionality(sub)
+    register_study(sub)
     for name in WRITERS:
         sub.choices[name].add_argument(
             "--wait", action="store_true",

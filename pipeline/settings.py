@@ -20,6 +20,8 @@ from pipeline.errors import PipelineError
 from pipeline.vocabulary import MGPS_LIKELIHOODS, ROLE_CODES, SUBSTANCES
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default_config.toml")
+#: curated ``reports`` columns that may stratify MGPS's expected count (``[mgps] strata``)
+MGPS_STRATA = ("sex", "age_band", "receipt_year", "reporter_country", "occp_cod")
 
 
 # Type tokens of the spec: "str", "int", "float" (int accepted), "bool", "list[str]", "list[float]",
@@ -35,11 +37,16 @@ SPEC: dict[str, Any] = {
     "duplicates": {"exclude_flagged_duplicates": "bool", "aeolus_key": "bool", "mfr_num": "bool",
                    "mfr_age_tolerance_years": "float", "mfr_max_group_size": "int", "relaxed": "bool",
                    "relaxed_age_tolerance_years": "float", "relaxed_min_jaccard": "float",
-                   "relaxed_min_suspects": "int"},
+                   "relaxed_min_suspects": "int",
+                   "linkage": {"enabled": "bool", "threshold": "float", "min_reports": "int",
+                               "exclude_flagged": "bool", "max_block_size": "int", "u_sample_reports": "int",
+                               "em_max_iterations": "int",
+                               "review_file": "str", "review_margin_bits": "float", "review_max_pairs": "int"}},
     "thresholds": {"evans_min_a": "int", "evans_min_prr": "float", "evans_min_chi2_yates": "float",
                    "ror_min_a": "int", "ror_lo_gt": "float", "ic025_gt": "float", "eb05_ge": "float",
                    "ebgm_min_a": "int", "quarantine_rate_max": "float", "unmapped_share_max": "float"},
     "statistics": {"mgps_likelihood": "str", "confidence_level": "float"},
+    "mgps": {"strata": "list[str]"},
     "curation": {"null_key_tolerance": "float", "age_band_edges": "list[float]", "max_age_years": "float",
                  "duckdb_memory_limit": "str", "duckdb_threads": "int"},
     # {"*": spec}: a table of free keys, each value checked against spec
@@ -58,6 +65,22 @@ class PtGroup:
 
 
 @dataclass(frozen=True)
+class LinkagePolicy:
+    """``[duplicates.linkage]``: probabilistic record linkage (:mod:`pipeline.curate.linkage`)."""
+
+    enabled: bool
+    threshold: float
+    min_reports: int
+    exclude_flagged: bool
+    max_block_size: int
+    u_sample_reports: int
+    em_max_iterations: int
+    review_file: str
+    review_margin_bits: float
+    review_max_pairs: int
+
+
+@dataclass(frozen=True)
 class DuplicatePolicy:
     exclude_flagged_duplicates: bool
     aeolus_key: bool
@@ -68,6 +91,7 @@ class DuplicatePolicy:
     relaxed_age_tolerance_years: float
     relaxed_min_jaccard: float
     relaxed_min_suspects: int
+    linkage: LinkagePolicy
 
 
 @dataclass(frozen=True)
@@ -135,6 +159,7 @@ class Config:
     duckdb_memory_limit: str
     duckdb_threads: int
     analyses: Analyses
+    mgps_strata: tuple[str, ...] = ()  # curated report columns whose combinations stratify MGPS's E
     _raw: dict = field(default_factory=dict, repr=False, compare=False, hash=False)
 
     @property
@@ -243,6 +268,12 @@ def _semantic_checks(path: Path, d: dict) -> None:
         raise _err(path, "statistics.mgps_likelihood", f"must be one of {', '.join(MGPS_LIKELIHOODS)}")
     if not 0 < st["confidence_level"] < 1:
         raise _err(path, "statistics.confidence_level", "must be between 0 and 1")
+    strata = d["mgps"]["strata"]
+    for col in strata:
+        if col not in MGPS_STRATA:
+            raise _err(path, "mgps.strata", f"has unknown column {col!r} (allowed: {', '.join(MGPS_STRATA)})")
+    if len(set(strata)) != len(strata):
+        raise _err(path, "mgps.strata", "names a column twice")
     c = d["curation"]
     if not 0 <= c["null_key_tolerance"] < 1:
         raise _err(path, "curation.null_key_tolerance", "must be in [0, 1)")
@@ -256,6 +287,15 @@ def _semantic_checks(path: Path, d: dict) -> None:
         raise _err(path, "duplicates.relaxed_min_jaccard", "must be in (0, 1]")
     if dup["mfr_max_group_size"] < 2:
         raise _err(path, "duplicates.mfr_max_group_size", "must be >= 2")
+    lk = dup["linkage"]
+    if not 0 < lk["threshold"] < 1:
+        raise _err(path, "duplicates.linkage.threshold", "must be between 0 and 1")
+    for key, low in (("min_reports", 0), ("max_block_size", 2), ("u_sample_reports", 2),
+                     ("em_max_iterations", 1), ("review_max_pairs", 0)):
+        if lk[key] < low:
+            raise _err(path, f"duplicates.linkage.{key}", f"must be >= {low}")
+    if lk["review_margin_bits"] < 0:
+        raise _err(path, "duplicates.linkage.review_margin_bits", "must be >= 0")
     if d["drugs"]["top_unmapped"] < 0:
         raise _err(path, "drugs.top_unmapped", "must be >= 0")
     an = d["analyses"]
@@ -309,8 +349,11 @@ def load_config(path: str | Path | None = None) -> Config:
         exposure_roles=tuple(data["exposure"]["roles"]),
         pt_groups=tuple(PtGroup(name, tuple(" ".join(p.split()) for p in g["pts"] if p.strip()), g["source"])
                         for name, g in data["pt_groups"].items()),
-        duplicates=DuplicatePolicy(**{k: (float(v) if isinstance(v, int) and SPEC["duplicates"][k] == "float"
-                                          else v) for k, v in data["duplicates"].items()}),
+        duplicates=DuplicatePolicy(
+            **{k: (float(v) if isinstance(v, int) and SPEC["duplicates"][k] == "float" else v)
+               for k, v in data["duplicates"].items() if k != "linkage"},
+            linkage=LinkagePolicy(**{k: (float(v) if isinstance(v, int) and SPEC["duplicates"]["linkage"][k] == "float"
+                                         else v) for k, v in data["duplicates"]["linkage"].items()})),
         thresholds=Thresholds(**{k: (float(v) if isinstance(v, int) and SPEC["thresholds"][k] == "float" else v)
                                  for k, v in data["thresholds"].items()}),
         mgps_likelihood=data["statistics"]["mgps_likelihood"],
@@ -321,6 +364,7 @@ def load_config(path: str | Path | None = None) -> Config:
         duckdb_memory_limit=cu["duckdb_memory_limit"],
         duckdb_threads=cu["duckdb_threads"],
         analyses=_analyses(data["analyses"]),
+        mgps_strata=tuple(data["mgps"]["strata"]),
         _raw=data,
     )
 

@@ -609,7 +609,7 @@ def make_curated(root: Path, n_demo: int = 200) -> tuple[DataDir, dict]:
         "quarter": "2024Q1", "era": "faers_b", "fda_dt": demo["fda_dt_date"], "init_fda_dt": demo["init_fda_dt_date"],
         "event_dt": demo["event_dt"], "age_years": 45.0, "age_band": "45-64", "sex": demo["sex"],
         "reporter_country": demo["reporter_country"], "occp_cod": demo["occp_cod"], "receipt_year": np.int32(2023),
-        "has_drug": True, "has_pt": ~demo["caseid_int"].isin(no_pt), "dup_group_id": None, "dup_rule": None,
+        "has_drug": True, "has_pt": ~demo["caseid_int"].isin(no_pt), "dup_group_id": None, "dup_rule": None, "dup_score": None,
         "is_dup_kept": True})
     reports["in_analysis"] = reports["has_drug"] & reports["has_pt"]
     reports["first_quarter"] = "2024Q1"

@@ -13,8 +13,13 @@ key field simply does not take part in that rule:
   at least one PT in common. Groups e.g. one French patient reported by three manufacturers with different
   mfr_num and slightly different PT sets (tests/test_curate.py::test_french_triple_*).
 
+* ``linkage`` (``[duplicates.linkage]``): probabilistic record linkage (:mod:`pipeline.curate.linkage`); pairs with
+  match probability >= ``threshold`` are edges too. Analyst decisions (``review_file``) add (``review``) or remove
+  edges.
+
 Matches are edges; connected components are the groups. ``dup_group_id`` = the smallest report_id of the group,
-``dup_rule`` = the rules that linked it ('+'-joined), ``is_dup_kept`` = true for one member - one with a drug and a PT if
+``dup_rule`` = the rules that linked it ('+'-joined), ``dup_score`` = the highest linkage probability to another
+member, ``is_dup_kept`` = true for one member - one with a drug and a PT if
 any, then the latest fda_dt, highest caseversion, highest report_id - and for every report outside a group.
 """
 
@@ -25,13 +30,10 @@ import time
 import duckdb
 import numpy as np
 import pyarrow as pa
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
+from pipeline.curate import linkage
+from pipeline.curate.linkage import cluster, review
 from pipeline.settings import Config
-
-DUP_SCHEMA = pa.schema([("report_id", pa.int64()), ("dup_group_id", pa.int64()), ("dup_rule", pa.string()),
-                        ("is_dup_kept", pa.bool_())])
 
 SUSPECT_ROLES = ("PS", "SS", "I")
 _KNOWN_COUNTRY = "reporter_country <> '' AND upper(reporter_country) <> 'COUNTRY NOT SPECIFIED'"
@@ -45,8 +47,9 @@ def _edges(con, sql: str) -> np.ndarray:
 
 
 def flag_duplicates(con: duckdb.DuckDBPyConnection, config: Config) -> dict:
-    """Create temp table ``dup_flags`` (only reports in a group). Needs ``rep``, ``report_ingredients``,
-    ``report_pts``."""
+    """Create temp tables ``dup_flags`` (reports in a group: ``report_id, dup_group_id, dup_rule, dup_score,
+    is_dup_kept``), ``dup_flags_rules`` (the same from the rule matches alone, for the funnel) and ``dup_review``
+    (borderline linkage pairs). Needs ``rep``, ``report_ingredients``, ``report_pts``."""
     pol = config.duplicates
     rule_edges: dict[str, np.ndarray] = {}
     t0 = time.perf_counter()
@@ -145,35 +148,59 @@ def flag_duplicates(con: duckdb.DuckDBPyConnection, config: Config) -> dict:
 
     summary = {"edges": {k: int(len(v)) for k, v in rule_edges.items()}, "relaxed_candidate_pairs": summary_pairs,
                "seconds": secs}
-    all_edges = [(e, rule) for rule, e in rule_edges.items() if len(e)]
-    if not all_edges:
-        con.register("_dup_empty", pa.table({f.name: pa.array([], f.type) for f in DUP_SCHEMA}))
-        con.execute("CREATE OR REPLACE TEMP TABLE dup_flags AS SELECT * FROM _dup_empty")
-        summary.update(groups=0, reports_in_groups=0, largest_group=0)
-        return summary
-
-    edges = np.concatenate([e for e, _ in all_edges])
-    rule_idx = np.concatenate([np.full(len(e), i) for i, (e, _) in enumerate(all_edges)])
-    nodes, inv = np.unique(edges.ravel(), return_inverse=True)
-    inv = inv.reshape(-1, 2)
-    n = len(nodes)
-    graph = coo_matrix((np.ones(len(inv)), (inv[:, 0], inv[:, 1])), shape=(n, n))
-    _, comp = connected_components(graph, directed=False)
-    # group id = smallest report_id of the component
-    root = np.full(comp.max() + 1, np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(root, comp, nodes)
-    # rules per component, as a bit mask over all_edges order
-    masks = np.zeros(comp.max() + 1, dtype=np.int64)
-    np.bitwise_or.at(masks, comp[inv[:, 0]], (1 << rule_idx).astype(np.int64))
-    names = [rule for _, rule in all_edges]
-    mask_text = {m: "+".join(names[i] for i in range(len(names)) if m >> i & 1) for m in np.unique(masks)}
-    con.register("_dup_members", pa.table({
-        "report_id": pa.array(nodes, pa.int64()),
-        "dup_group_id": pa.array(root[comp], pa.int64()),
-        "dup_rule": pa.array([mask_text[m] for m in masks[comp]], pa.string()),
-    }))
-    con.execute("""
+    lk = pol.linkage
+    same, different = review.read_decisions(config)
+    rule_sets = [(rule, review.drop_pairs(e, different)) for rule, e in rule_edges.items()]
+    edge_sets = list(rule_sets)
+    if lk.enabled:
+        all_rule = np.concatenate([e for _, e in rule_sets]) if rule_sets else np.empty((0, 2), np.int64)
+        linked, summary["linkage"] = linkage.link(con, lk, all_rule)
+        edge_sets.append(("linkage", review.drop_pairs(linked, different)))
+        if "skipped" not in summary["linkage"]:
+            review.borderline(con, linkage.threshold_weight(lk.threshold), lk.review_margin_bits, lk.review_max_pairs)
+        else:
+            review.empty_review(con)
+        lap("linkage")
+    else:
+        summary["linkage"] = {"skipped": "duplicates.linkage.enabled = false"}
+        con.execute("CREATE OR REPLACE TEMP TABLE lk_scored (a BIGINT, b BIGINT, w DOUBLE, p DOUBLE)")
+        review.empty_review(con)
+    if len(same):
+        edge_sets.append(("review", same))
+    summary["review_decisions"] = {"same": int(len(same)), "different": int(len(different))}
+    _group_table(con, "dup_flags_rules", cluster.components(rule_sets))
+    _group_table(con, "dup_flags_all", cluster.components(edge_sets))
+    # linkage-only exclusions can be switched off: then the kept flags are those the rules alone give
+    kept = "a.is_dup_kept" if lk.exclude_flagged else "coalesce(r.is_dup_kept, true)"
+    con.execute(f"""
         CREATE OR REPLACE TEMP TABLE dup_flags AS
+        WITH s AS (SELECT id, max(p) AS score
+                   FROM (SELECT a AS id, b AS other, p FROM lk_scored UNION ALL SELECT b, a, p FROM lk_scored) q
+                   JOIN dup_flags_all g1 ON g1.report_id = q.id
+                   JOIN dup_flags_all g2 ON g2.report_id = q.other AND g2.dup_group_id = g1.dup_group_id
+                   GROUP BY id)
+        SELECT a.report_id, a.dup_group_id, a.dup_rule, s.score AS dup_score, {kept} AS is_dup_kept
+        FROM dup_flags_all a LEFT JOIN dup_flags_rules r USING (report_id) LEFT JOIN s ON s.id = a.report_id""")
+    con.execute("DROP TABLE dup_flags_all")
+    con.execute("DROP TABLE lk_scored")
+    row = con.execute("SELECT count(DISTINCT dup_group_id), count(*) FROM dup_flags").fetchall()[0]
+    largest = con.execute("SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM dup_flags GROUP BY dup_group_id)"
+                          ).fetchall()[0][0]
+    summary.update(groups=int(row[0]), reports_in_groups=int(row[1]), largest_group=int(largest),
+                   by_rule=dict(con.execute("SELECT dup_rule, count(*) FROM dup_flags GROUP BY 1 ORDER BY 1")
+                                .fetchall()))
+    return summary
+
+
+def _group_table(con, name: str, comp: dict) -> None:
+    """Temp table ``name(report_id, dup_group_id, dup_rule, is_dup_kept)`` of the reports in a group."""
+    con.register("_dup_members", pa.table({
+        "report_id": pa.array(comp["nodes"], pa.int64()),
+        "dup_group_id": pa.array(comp["group"], pa.int64()),
+        "dup_rule": pa.array(comp["rule"], pa.string()),
+    }))
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE {name} AS
         SELECT m.report_id, m.dup_group_id, m.dup_rule,
                row_number() OVER (PARTITION BY m.dup_group_id
                                   ORDER BY (m.report_id IN (SELECT report_id FROM report_ingredients)
@@ -182,8 +209,3 @@ def flag_duplicates(con: duckdb.DuckDBPyConnection, config: Config) -> dict:
                    AS is_dup_kept
         FROM _dup_members m JOIN rep r USING (report_id)""")
     con.unregister("_dup_members")
-    sizes = np.bincount(comp)
-    summary.update(groups=int(len(sizes)), reports_in_groups=int(n), largest_group=int(sizes.max()),
-                   by_rule=dict(con.execute("SELECT dup_rule, count(*) FROM dup_flags GROUP BY 1 ORDER BY 1")
-                                .fetchall()))
-    return summary

@@ -1,6 +1,6 @@
 """``curate(data_dir, config)``: raw quarters -> ``DIR/curated/`` (reports, report_ingredients, report_pts,
-funnel, unmapped_drugs, name_conflicts, the analyses' report_outcomes, report_substance_drugs, report_indications,
-report_therapies, manifest.json). DuckDB does the heavy joins out of core; pandas is not used.
+funnel, unmapped_drugs, name_conflicts, dup_review, linkage_params.json, the analyses' report_outcomes,
+report_substance_drugs, report_indications, report_therapies, manifest.json). DuckDB does the heavy joins out of core; pandas is not used.
 
 The whole folder is written beside ``curated/`` and swapped in at the end (:func:`pipeline.atomic.atomic_dir`),
 so readers see the old or the new set, never a mix. A run whose inputs' fingerprint (raw files, ingest records,
@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.atomic import atomic_dir
-from pipeline.curate import drugs, duplicates, extras, history, reactions, versions
+from pipeline.curate import drugs, duplicates, extras, history, linkage, reactions, versions
+from pipeline.curate.linkage import review
 from pipeline.curate.tables import CURATED
 from pipeline.errors import PipelineError
 from pipeline.layout import DataDir
@@ -33,7 +34,7 @@ from pipeline.vocabulary import FAMILY, SUBSTANCES
 log = logging.getLogger("pipeline.curate")
 
 #: bump when a rule changes, so an unchanged input is still re-curated by new code
-CURATE_VERSION = "5"
+CURATE_VERSION = "6"
 
 #: every table a curated folder holds (the case-level tables and the version history)
 ALL_TABLES = {**CURATED, **history.TABLES}
@@ -69,6 +70,9 @@ def fingerprint(data_dir: DataDir, config: Config, as_of: str | None = None) -> 
             h.update(f"|{p.relative_to(data_dir.root)}:{st.st_size}:{st.st_mtime_ns}".encode())
     for rec in _ingest_records(data_dir, as_of):
         h.update(f"|{rec['quarter']}:{rec['record_sha256']}".encode())
+    decisions = review.review_path(config)
+    if decisions is not None:  # the analyst's decisions are an input like the raw files
+        h.update(b"|review:" + (decisions.read_bytes() if decisions.is_file() else b"<missing>"))
     return h.hexdigest()
 
 
@@ -178,6 +182,7 @@ def curate(data_dir: DataDir, config: Config, progress: bool = True, force: bool
                    {_age_sql(config)} AS age_years,
                    CASE WHEN sex_raw IN ('M', 'F') THEN sex_raw ELSE 'UNK' END AS sex,
                    reporter_country, occp_cod, mfr_num, mfr_sndr,
+                   CASE WHEN wt_kg > 0 AND wt_kg < 400 THEN wt_kg END AS wt_kg,
                    year(coalesce(init_fda_dt, fda_dt))::INTEGER AS receipt_year,
                    coalesce({history.quarter_sql('init_fda_dt')}, f.first_seen) AS first_quarter
             FROM kept JOIN ({history.first_seen_sql()}) f ON f.caseid = kept.report_id""")
@@ -195,11 +200,11 @@ def curate(data_dir: DataDir, config: Config, progress: bool = True, force: bool
                        r.occp_cod, r.receipt_year,
                        r.report_id IN (SELECT report_id FROM report_ingredients) AS has_drug,
                        r.report_id IN (SELECT report_id FROM report_pts) AS has_pt,
-                       f.dup_group_id, f.dup_rule, coalesce(f.is_dup_kept, true) AS is_dup_kept,
+                       f.dup_group_id, f.dup_rule, f.dup_score, coalesce(f.is_dup_kept, true) AS is_dup_kept,
                        r.first_quarter
                 FROM rep r LEFT JOIN dup_flags f USING (report_id))""")
         history.finish(con, config.duplicates.exclude_flagged_duplicates)
-        funnel, substance_counts = _funnel(con, counts, config)
+        funnel, substance_counts = _funnel(con, counts, config, dup_summary.get("linkage", {}).get("skipped"))
         lap("reports")
         summary = _write(con, data_dir, config, fp, files, counts, funnel, substance_counts, key_report,
                          drug_summary, pt_summary, dup_summary, timings, as_of, history_summary)
@@ -212,11 +217,15 @@ def curate(data_dir: DataDir, config: Config, progress: bool = True, force: bool
     return summary
 
 
-def _funnel(con, counts: dict, config: Config) -> tuple[list[tuple], dict]:
+def _funnel(con, counts: dict, config: Config, linkage_note: str | None = None) -> tuple[list[tuple], dict]:
     n = lambda sql: con.execute(sql).fetchall()[0][0]  # noqa: E731
     kept = counts["kept"]
     with_both = n("SELECT count(*) FROM reports WHERE has_drug AND has_pt")
     analysis = n("SELECT count(*) FROM reports WHERE in_analysis")
+    after_rules = n("SELECT count(*) FROM reports r LEFT JOIN dup_flags_rules f USING (report_id) "
+                    "WHERE r.has_drug AND r.has_pt AND coalesce(f.is_dup_kept, true)") \
+        if config.duplicates.exclude_flagged_duplicates else with_both
+    lk = config.duplicates.linkage
     roles = "+".join(config.exposure_roles)
     con.execute("""
         CREATE OR REPLACE TEMP TABLE exposed AS
@@ -240,10 +249,14 @@ def _funnel(con, counts: dict, config: Config) -> tuple[list[tuple], dict]:
         ("older versions removed", counts["live"], kept,
          "one version per caseid: max integer caseversion, then fda_dt, quarter, integer primaryid"),
         ("reports without any drug or any PT", kept, with_both, "no DRUG row or no REAC row in the kept version"),
-        ("duplicate-flag exclusions", with_both, analysis,
-         "cross-case duplicates (rules: " + "+".join(
-             r for r in ("aeolus_key", "mfr_num", "relaxed") if getattr(config.duplicates, r)) + "), "
+        ("duplicate-flag exclusions", with_both, after_rules,
+         "cross-case duplicates by the exact rules (" + ("+".join(
+             r for r in ("aeolus_key", "mfr_num", "relaxed") if getattr(config.duplicates, r)) or "none") + "), "
          + ("non-kept members excluded" if config.duplicates.exclude_flagged_duplicates else "flagged only")),
+        ("linkage duplicate exclusions", after_rules, analysis,
+         (f"groups joined by probabilistic linkage (match probability >= {lk.threshold:g})"
+          + ("" if lk.exclude_flagged and config.duplicates.exclude_flagged_duplicates else ", flagged only")
+          if linkage_note is None else f"linkage skipped: {linkage_note}")),
         ("analysis population", analysis, analysis, "reports.in_analysis"),
         ("ketamine-family exposure", analysis, family,
          f"analysis reports naming {'/'.join(SUBSTANCES)} with role {roles}"),
@@ -270,6 +283,8 @@ def _write(con, data_dir: DataDir, config: Config, fp: str, files, counts, funne
                   f"col3::BIGINT AS reports_out, col4 AS reason FROM (VALUES {funnel_values}) ORDER BY step",
         "unmapped_drugs": "SELECT * FROM unmapped_drugs ORDER BY n_reports DESC, n_rows DESC, drugname",
         "name_conflicts": "SELECT * FROM name_conflicts ORDER BY report_id, quarter, drug_seq",
+        "dup_review": f"SELECT * FROM dup_review ORDER BY abs(match_weight - "
+                      f"{linkage.threshold_weight(config.duplicates.linkage.threshold)!r}), report_id_a, report_id_b",
         **extras.QUERIES,
         **history.QUERIES,
     }
@@ -323,6 +338,9 @@ def _write(con, data_dir: DataDir, config: Config, fp: str, files, counts, funne
             "summary": {k: v for k, v in summary.items() if k != "changed"},
         }
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+        # the linkage model of this run (also inside the manifest's summary), for review and reuse
+        (out / "linkage_params.json").write_text(json.dumps(dup_summary.get("linkage", {}), indent=2, default=str)
+                                                 + "\n")
     log.info("curated %s quarter(s): %s kept cases, %s in analysis, %s ketamine-family", len(quarters),
              f"{counts['kept']:,}", f"{summary['analysis_population']:,}",
              f"{substance_counts[FAMILY]:,}")

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from pipeline.curate.linkage.review import REVIEW as DUP_REVIEW
+
 REPORTS = pa.schema([
     ("report_id", pa.int64()), ("primaryid", pa.int64()), ("caseversion", pa.int64()), ("quarter", pa.string()),
     ("era", pa.string()), ("fda_dt", pa.date32()), ("init_fda_dt", pa.date32()), ("event_dt", pa.string()),
     ("age_years", pa.float64()), ("age_band", pa.string()), ("sex", pa.string()), ("reporter_country", pa.string()),
     ("occp_cod", pa.string()), ("receipt_year", pa.int32()), ("has_drug", pa.bool_()), ("has_pt", pa.bool_()),
-    ("dup_group_id", pa.int64()), ("dup_rule", pa.string()), ("is_dup_kept", pa.bool_()), ("in_analysis", pa.bool_()),
+    ("dup_group_id", pa.int64()), ("dup_rule", pa.string()),
+    # highest linkage match probability to another member of the group (null: no scored pair inside the group)
+    ("dup_score", pa.float64()), ("is_dup_kept", pa.bool_()), ("in_analysis", pa.bool_()),
     # first receipt: calendar quarter of init_fda_dt, else the first quarter a row of the case appears in
     ("first_quarter", pa.string()),
 ])
@@ -66,6 +70,7 @@ CURATED = {
     "funnel": FUNNEL,
     "unmapped_drugs": UNMAPPED_DRUGS,
     "name_conflicts": NAME_CONFLICTS,
+    "dup_review": DUP_REVIEW,
     "report_outcomes": REPORT_OUTCOMES,
     "report_substance_drugs": REPORT_SUBSTANCE_DRUGS,
     "report_indications": REPORT_INDICATIONS,

@@ -119,7 +119,10 @@ def collapse(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
                d.init_fda_dt_date AS init_fda_dt, trim(d.event_dt) AS event_dt, d.age, d.age_cod,
                upper(trim(d.sex)) AS sex_raw, trim(d.reporter_country) AS reporter_country,
                upper(trim(d.occp_cod)) AS occp_cod, upper(trim(d.mfr_num)) AS mfr_num,
-               upper(trim(d.mfr_sndr)) AS mfr_sndr
+               upper(trim(d.mfr_sndr)) AS mfr_sndr,
+               CASE WHEN upper(trim(d.wt_cod)) IN ('KG', 'KGS') THEN TRY_CAST(trim(d.wt) AS DOUBLE)
+                    WHEN upper(trim(d.wt_cod)) IN ('LBS', 'LB') THEN TRY_CAST(trim(d.wt) AS DOUBLE) * 0.45359237
+               END AS wt_kg
         FROM v_latest v JOIN raw_demo d ON d.quarter = v.quarter AND d.source_line = v.source_line""")
     counts = {}
     for name, table in (("raw", "raw_demo"), ("valid_keys", "v_valid"), ("exact", "v_exact"),

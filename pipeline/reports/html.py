@@ -102,7 +102,8 @@ def plain(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def render_report(*, manifest: dict, signals: pd.DataFrame, trend: pd.DataFrame, funnel: pd.DataFrame,
-                  unmapped: pd.DataFrame, config, name_conflicts: pd.DataFrame | None = None) -> str:
+                  unmapped: pd.DataFrame, config, name_conflicts: pd.DataFrame | None = None,
+                  dup_review: pd.DataFrame | None = None, analyses=None) -> str:
     signals, trend, funnel = plain(signals), plain(trend), plain(funnel)
     p = manifest["parameters"]
     subs, groups = p["substances"], p["pt_groups"]
@@ -274,6 +275,15 @@ def render_report(*, manifest: dict, signals: pd.DataFrame, trend: pd.DataFrame,
     from pipeline.reports.names_section import section_html
 
     parts.append(section_html(name_conflicts))
+    from pipeline.reports.dup_review_section import section_html as review_html
+
+    parts.append(review_html(dup_review))
+
+    # ---- beyond the disproportionality table (pipeline/analyses) ----------------------------------------------
+    if analyses is not None:
+        from pipeline.analyses.section import render_sections
+
+        parts.append(render_sections(analyses, manifest=manifest, config=config))
 
     # ---- methods ---------------------------------------------------------------------------------------------
     parts.append(_methods(manifest, config))
@@ -300,6 +310,17 @@ def _ind(r: dict) -> str:
     return f"<span{cls}>{int(k):,}</span>"
 
 
+def _strata_text(mg: dict) -> str:
+    st = mg.get("strata") or {}
+    cols = st.get("columns") or []
+    if not cols:
+        return f"Expected counts are crude ({st.get('note', 'unstratified')})."
+    return (f"MGPS uses stratified expected counts, E = Σ_s n_drug,s·n_event,s/n_total,s over {st.get('n_strata', '?')} "
+            f"strata of {' × '.join(cols)} ({st.get('small_strata', 0)} with fewer than 50 reports); the prior is "
+            f"fitted on them, and the crude-E EBGM (its own prior) is kept as ebgm_crude/eb05_crude/eb95_crude. "
+            f"PRR, ROR and IC use the crude table; the trend's EBGM columns are crude.")
+
+
 def _fmt_q(q) -> str:
     """q-values span many decades: scientific notation below 0.001."""
     if q is None or (isinstance(q, float) and math.isnan(q)):
@@ -315,6 +336,15 @@ def _forest_row(r: dict, label: str, color: str) -> dict:
             "color": color,
             "tooltip_ror": f"{label}: a={int(r['a'])}, ROR {fmt(r['ror'])} [{fmt(r['ror_lo'])}, {fmt(r['ror_hi'])}]",
             "tooltip_ic": f"{label}: IC {fmt(r['ic'])} [{fmt(r['ic025'])}, {fmt(r['ic975'])}]"}
+
+
+def _linkage_text(dup: dict) -> str:
+    lk = dup.get("linkage") or {}
+    if not lk.get("enabled"):
+        return ""
+    return (f"; probabilistic record linkage (Fellegi–Sunter with EM-estimated m/u, term-frequency adjustment, "
+            f"missing values neutral) links pairs with match probability ≥ {escape(str(lk.get('threshold')))}"
+            f" ({'excluded' if lk.get('exclude_flagged', True) else 'flagged only'})")
 
 
 def _methods(m: dict, config) -> str:
@@ -353,7 +383,7 @@ A report counts once for a PT group if it has any PT of the group.</dd>
 arketamine, norketamine.</dd>
 <dt>De-duplication</dt><dd>Latest integer case version per caseid; caseids on FDA's deleted-case lists removed;
 cross-case duplicate rules: {escape(", ".join(dup_rules) or "none")}
-({"non-kept members excluded" if dup.get("exclude_flagged_duplicates", True) else "flagged only"}).
+({"non-kept members excluded" if dup.get("exclude_flagged_duplicates", True) else "flagged only"}){_linkage_text(dup)}.
 See the funnel above and <code>docs/dedup-policy.md</code>.</dd>
 <dt>Statistics</dt><dd>PRR with Katz interval; ROR with Woolf interval; Pearson and Yates χ² (R <code>chisq.test</code>);
 one-sided Fisher p and mid-p; IC = log2((a+0.5)/(E+0.5)) with exact gamma limits (Norén 2013); confidence level
@@ -366,7 +396,7 @@ likelihood <b>{escape(mg.get("likelihood", ""))}</b>; θ: {escape(theta_txt)}; �
 {mg.get("n_points", 0)} grouped points; {escape(conv)}. The prior is fitted in mean–shape form (component means
 μ = α/β and shapes α; a component whose α → ∞ with μ fixed is a point mass, its negative binomial Poisson(N; μE)),
 several starts are compared by −log L and by EBGM/EB05 over all pairs, and the prior fitted on ingredient × PT cells
-also scores the substance (family included) × PT-group rows. EBGM = exp(E[ln λ]) of a mixture posterior can lie
+also scores the substance (family included) × PT-group rows. {escape(_strata_text(mg))} EBGM = exp(E[ln λ]) of a mixture posterior can lie
 outside [EB05, EB95] (rows here: {fmt(outside.get("signals", 0), "int")} focus, {fmt(outside.get("all_pairs", 0), "int")}
 background; a validation warning, not an error). <code>fisher_q</code>: Benjamini–Hochberg q-value of the one-sided
 Fisher p over the rows of one substance and one level (PT rows apart from PT-group rows) with a ≥ 1 (NaN where a = 0).

@@ -95,11 +95,15 @@ what a correct pipeline must find in them.</p>
 
 
 def write_mirror(out: Path, quarters: list[Quarter] | None, reports_per_quarter: int = 2000, seed: int = 20240101,
-                 progress: bool = True, compresslevel: int = 6, demo_duplicates: float = 0.0) -> dict:
+                 progress: bool = True, compresslevel: int = 6, demo_duplicates: float = 0.0,
+                 duplicate_variants: bool = False) -> dict:
     """Write a synthetic FAERS mirror into ``out``; returns a summary (``quarters``, ``reports_total``, ...).
 
     ``compresslevel``: zip deflate level (6 gives FDA-like zip sizes). ``demo_duplicates``: share of DEMO rows
     written twice as exact duplicates (default 0: the raw validation suite rejects a repeated primaryid).
+    ``duplicate_variants``: more cross-company duplicates (6 % of new cases), each reported the way another
+    company would (fields missing, dates off by days, a PT added or dropped, other product names); truth.json then
+    also lists ``cases.patient_groups`` (every group of one patient). Off by default: the output is unchanged.
     """
     from pipeline.atomic import atomic_path, write_json
     from pipeline.synthetic import _catalog as cat
@@ -116,7 +120,8 @@ def write_mirror(out: Path, quarters: list[Quarter] | None, reports_per_quarter:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    model = Model(quarters, int(reports_per_quarter), int(seed), demo_duplicates=demo_duplicates)
+    model = Model(quarters, int(reports_per_quarter), int(seed), demo_duplicates=demo_duplicates,
+                  duplicate_variants=duplicate_variants)
     truth = model.truth()
     t_model = time.perf_counter() - t0
     # a previous synthetic mirror in the same folder: drop its zips so that folder, index and truth agree

@@ -65,10 +65,16 @@ class Model:
     P_CLONE = 0.004
     P_DELETE = 0.003
 
+    #: with ``duplicate_variants``: share of new cases that are another company's report of an earlier patient
+    P_CLONE_VARIANTS = 0.06
+
     def __init__(self, quarters: list[Quarter], reports_per_quarter: int, seed: int,
-                 demo_duplicates: float | None = None):
+                 demo_duplicates: float | None = None, duplicate_variants: bool = False):
         if demo_duplicates is not None:
             self.P_DEMO_DUP = float(demo_duplicates)
+        self.duplicate_variants = bool(duplicate_variants)
+        if self.duplicate_variants:
+            self.P_CLONE = self.P_CLONE_VARIANTS
         self.quarters = sorted(quarters)
         self.N = int(reports_per_quarter)
         self.seed = int(seed)
@@ -447,6 +453,92 @@ class Model:
         self.special_case = special
         self._concat(content_batches, case_batches, ships_so_far)
         self._plan_deleted()
+        if self.duplicate_variants:
+            self._vary_clones()
+
+    # ----------------------------------------------------------------------------------------
+    def _vary_clones(self) -> None:
+        """Give every clone its own content: a copy of its source's as another company would report it.
+
+        Per clone, independently: age missing (35 %) or given in days (10 %) or a year off (10 %); sex missing
+        (25 %); event date blank (15 %), to the month (15 %) or year (5 %) only, else off by 1-5 days (20 %); country
+        not specified (10 %); weight dropped (50 %); one PT dropped (25 %, when it has several) and one added (25 %);
+        each drug row under another product name of the same ingredient (50 %); a concomitant row dropped (10 %).
+        The source keeps its content, so the members of a group differ from each other in different ways.
+        """
+        rng = np.random.default_rng([self.seed, 0xD0B1E])
+        C = self.case
+        clones = np.flatnonzero(C["clone"])
+        n = len(clones)
+        if not n:
+            return
+        src = C["content"][clones]
+        new = self.n_content + np.arange(n, dtype=np.int64)
+        ct = {k: v[src].copy() for k, v in self.content.items()}
+        u = lambda: rng.random(n)  # noqa: E731
+        drop_age = u() < 0.35
+        days = ~drop_age & (u() < 0.10 / 0.65) & (ct["age_cod"] > 0)
+        off_year = ~drop_age & ~days & (u() < 0.10 / 0.55) & (ct["age_cod"] == 1)
+        ct["age_years"] = np.where(drop_age, np.nan, ct["age_years"] + np.where(off_year, rng.choice([-1, 1], n), 0))
+        ct["age_cod"] = np.where(drop_age, 0, np.where(days, 2, ct["age_cod"]))
+        ct["sex"] = np.where(u() < 0.25, 2, ct["sex"])
+        r = u()
+        prec = ct["ev_prec"]
+        ct["ev_prec"] = np.select([r < 0.15, r < 0.30, r < 0.35], [0, np.minimum(prec, 2), np.minimum(prec, 1)], prec)
+        shift = (r >= 0.35) & (u() < 0.2)
+        ct["ev_day"] = ct["ev_day"] + np.where(shift, rng.integers(1, 6, n) * rng.choice([-1, 1], n), 0)
+        ct["country"] = np.where(u() < 0.10, len(cat.COUNTRY_CODES) - 1, ct["country"])
+        ct["wt"] = np.where(u() < 0.5, 0, ct["wt"])
+        # children: copies of the source's rows, then varied
+        kids = {}
+        for name in ("drug", "pt", "outc", "rpsr"):
+            off, cnt, table = getattr(self, name + "_off"), getattr(self, name + "_cnt"), getattr(self, name)
+            rep, flat, _ = expand(src, off, cnt)
+            rows = {k: v[flat].copy() for k, v in table.items()}
+            rows["content"] = new[rep]
+            kids[name] = (rows, rep)
+        d, drep = kids["drug"]
+        P = self.products
+        for i in np.flatnonzero(rng.random(len(d["prod"])) < 0.5):
+            same = np.flatnonzero((P.ingredient == P.ingredient[d["prod"][i]]) & (P.substance == P.substance[d["prod"][i]]))
+            d["prod"][i] = rng.choice(same)
+        conc = np.flatnonzero(d["role"] == 2)
+        drop_c = np.zeros(n, bool)
+        drop_c[rng.random(n) < 0.10] = True
+        keep = np.ones(len(d["prod"]), bool)
+        first_conc = conc[np.r_[True, drep[conc][1:] != drep[conc][:-1]]] if len(conc) else conc
+        keep[first_conc[drop_c[drep[first_conc]]]] = False
+        kids["drug"] = ({k: v[keep] for k, v in d.items()}, drep[keep])
+        pt, prep = kids["pt"]
+        npt = np.bincount(prep, minlength=n)
+        keep = np.ones(len(pt["pt"]), bool)
+        last = np.cumsum(npt) - 1
+        drop_pt = (rng.random(n) < 0.25) & (npt > 1)
+        keep[last[drop_pt]] = False
+        add = np.flatnonzero(rng.random(n) < 0.25)
+        extra = rng.integers(0, len(self.pts.names), len(add))
+        pt = {k: v[keep] for k, v in pt.items()}
+        prep = prep[keep]
+        have = set(zip(prep.tolist(), pt["pt"].tolist()))
+        ok = np.array([(int(a), int(e)) not in have for a, e in zip(add, extra)], bool)
+        add, extra = add[ok], extra[ok]
+        pt = {"content": np.concatenate([pt["content"], new[add]]),
+              "pt": np.concatenate([pt["pt"], extra.astype(pt["pt"].dtype)])}
+        order = np.argsort(pt["content"], kind="stable")
+        kids["pt"] = ({k: v[order] for k, v in pt.items()}, None)
+        # append contents and rows (rows of the new contents come after all others: offsets stay sorted)
+        for k in self.content:
+            self.content[k] = np.concatenate([self.content[k], ct[k].astype(self.content[k].dtype)])
+        self.n_content += n
+        for name, (rows, _) in kids.items():
+            table = getattr(self, name)
+            merged = {k: np.concatenate([table[k], rows[k].astype(table[k].dtype)]) for k in table}
+            cnt = np.bincount(merged["content"], minlength=self.n_content)
+            setattr(self, name, merged)
+            setattr(self, name + "_cnt", cnt)
+            setattr(self, name + "_off", _offsets(cnt))
+        C["content"] = C["content"].copy()
+        C["content"][clones] = new
 
     # ----------------------------------------------------------------------------------------
     def _concat(self, content_batches, case_batches, ship_batches) -> None:
@@ -576,6 +668,14 @@ class Model:
             groups.append(sorted(int(C["caseid"][m]) for m in members))
         groups.sort()
         analysis = cand & ~excluded
+        # every group of one patient (source + its clones) among the countable cases, however its members differ
+        root = np.where(C["src_case"] >= 0, C["src_case"], np.arange(ncase))
+        multi = np.bincount(root, minlength=ncase) > 1
+        members = np.flatnonzero(cand & multi[root])
+        patient_groups = {}
+        for m in members:
+            patient_groups.setdefault(int(root[m]), []).append(int(C["caseid"][m]))
+        patient_groups = sorted(sorted(g) for g in patient_groups.values() if len(g) > 1)
 
         # substances (PS+SS) and PTs in the analysis population
         a_cases = np.flatnonzero(analysis)
@@ -639,6 +739,7 @@ class Model:
                 "duplicate_excluded": int(excluded.sum()),
                 "analysis_population": int(n_total),
                 "version_9_24_caseid": int(C["caseid"][self.special_case]) if self.special_case is not None else None,
+                **({"patient_groups": patient_groups} if self.duplicate_variants else {}),
             },
             "substances": substances,
             "ketamine_concomitant_only_reports": int((conc_cases & ~expo[:, 0]).sum()),

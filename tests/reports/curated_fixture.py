@@ -86,7 +86,7 @@ def make_curated(root: Path, *, n_reports: int = 2500, seed: int = 7, synthetic_
         "fda_dt": [None] * n, "init_fda_dt": [None] * n, "event_dt": [""] * n, "age_years": [40.0] * n,
         "age_band": ["18-44"] * n, "sex": ["F"] * n, "reporter_country": ["US"] * n, "occp_cod": ["MD"] * n,
         "receipt_year": [int(r[1][:4]) for r in reports], "has_drug": [True] * n, "has_pt": [True] * n,
-        "dup_group_id": [None] * n, "dup_rule": [None] * n, "is_dup_kept": [r[2] for r in reports],
+        "dup_group_id": [None] * n, "dup_rule": [None] * n, "dup_score": [None] * n, "is_dup_kept": [r[2] for r in reports],
         "in_analysis": [r[2] for r in reports], "first_quarter": [r[1] for r in reports]})
     ing = tbl("report_ingredients", {
         "report_id": [r[0] for r in ingredients], "ingredient": [r[1] for r in ingredients],

@@ -1,0 +1,73 @@
+"""One row per linkable report (temp table ``lk_rec``): the fields compared, blank values as NULL.
+
+A report takes part when it has at least one suspect ingredient and one PT (the others never reach the analysis).
+"""
+
+from __future__ import annotations
+
+SUSPECT_ROLES = ("PS", "SS", "I")
+_UNKNOWN_COUNTRY = ("", "COUNTRY NOT SPECIFIED")
+
+
+def build_records(con) -> int:
+    """Create ``lk_rec`` from ``rep``, ``report_ingredients`` and ``report_pts``; return its row count.
+
+    Columns: ``report_id``; ``ev`` (event date text), ``ev_prec`` (1 year, 2 month, 3 day, NULL blank),
+    ``ev_y`` (year text), ``ev_ym`` (year-month text when known to the month), ``ev_day`` (DATE at day precision);
+    ``age``; ``sex`` (M/F else NULL); ``country``; ``wt``; ``mfr_num``; ``sndr``; ``rcv`` (initial receipt date);
+    ``sus``/``pts`` (sorted codes of the distinct suspect ingredients / PT keys; see below), ``sus1``
+    (alphabetically first suspect: independent of which company called its own product primary),
+    ``sus_h``/``pts_h`` (set hashes).
+
+    Ingredient and PT codes are integers (frequency ranks), compared faster than text. Term frequencies:
+    ``lk_tf_sus(sus_h, ltf)``, ``lk_tf_pts(pts_h, ltf)``, ``lk_tf_country(country, ltf)``, ``lk_tf_ev(ev_day,
+    ltf)`` hold log2 of each value's share of the linkable reports.
+    """
+    roles = ", ".join(f"'{r}'" for r in SUSPECT_ROLES)
+    unknown = ", ".join(f"'{c}'" for c in _UNKNOWN_COUNTRY)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE lk_si AS
+        SELECT DISTINCT report_id, ingredient AS v FROM report_ingredients
+        WHERE role_cod IN ({roles}) AND ingredient IS NOT NULL AND ingredient <> ''""")
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE lk_pi AS
+        SELECT DISTINCT p.report_id, p.pt_key AS v FROM report_pts p SEMI JOIN lk_si USING (report_id)""")
+    con.execute("DELETE FROM lk_si WHERE report_id NOT IN (SELECT report_id FROM lk_pi)")
+    n = con.execute("SELECT count(DISTINCT report_id) FROM lk_si").fetchall()[0][0]
+    for t in ("sus", "pts"):
+        src = "lk_si" if t == "sus" else "lk_pi"
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE lk_code_{t} AS
+            SELECT v, (row_number() OVER (ORDER BY count(*), v) - 1)::INTEGER AS code
+            FROM {src} GROUP BY v""")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE lk_rec AS
+        WITH s AS (SELECT report_id, list_sort(list(c.code)) AS sus, min(i.v) AS sus1
+                   FROM lk_si i JOIN lk_code_sus c USING (v) GROUP BY report_id),
+             p AS (SELECT report_id, list_sort(list(c.code)) AS pts
+                   FROM lk_pi i JOIN lk_code_pts c USING (v) GROUP BY report_id),
+             r AS (SELECT report_id, trim(event_dt) AS ev0, age_years, sex, upper(trim(reporter_country)) AS c0,
+                          wt_kg, nullif(mfr_num, '') AS mfr_num, nullif(mfr_sndr, '') AS sndr,
+                          coalesce(init_fda_dt, fda_dt) AS rcv
+                   FROM rep)
+        SELECT r.report_id,
+               CASE WHEN regexp_full_match(ev0, '[12][0-9]{{7}}') AND TRY_STRPTIME(ev0, '%Y%m%d') IS NOT NULL THEN 3
+                    WHEN regexp_full_match(ev0, '[12][0-9]{{3}}(0[1-9]|1[0-2])') THEN 2
+                    WHEN regexp_full_match(ev0, '[12][0-9]{{3}}') THEN 1 END AS ev_prec,
+               CASE WHEN ev_prec IS NOT NULL THEN ev0 END AS ev,
+               CASE WHEN ev_prec IS NOT NULL THEN left(ev0, 4) END AS ev_y,
+               CASE WHEN ev_prec >= 2 THEN left(ev0, 6) END AS ev_ym,
+               CASE WHEN ev_prec = 3 THEN TRY_STRPTIME(ev0, '%Y%m%d')::DATE END AS ev_day,
+               r.age_years AS age,
+               CASE WHEN r.sex IN ('M', 'F') THEN r.sex END AS sex,
+               CASE WHEN r.c0 IS NOT NULL AND r.c0 NOT IN ({unknown}) THEN r.c0 END AS country,
+               r.wt_kg AS wt, r.mfr_num, r.sndr, r.rcv,
+               s.sus, p.pts, s.sus1, hash(s.sus) AS sus_h, hash(p.pts) AS pts_h
+        FROM r JOIN s USING (report_id) JOIN p USING (report_id)""")
+    for t in ("lk_si", "lk_pi", "lk_code_sus", "lk_code_pts"):
+        con.execute(f"DROP TABLE {t}")
+    for col, name in (("country", "country"), ("ev_day", "ev"), ("sus_h", "sus"), ("pts_h", "pts")):
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE lk_tf_{name} AS
+            SELECT {col}, log2(count(*) / {max(n, 1)}) AS ltf FROM lk_rec WHERE {col} IS NOT NULL GROUP BY 1""")
+    return n
