@@ -21,10 +21,11 @@ Where things go (``DIR`` = the data directory)::
     DIR/validation/curated/curated.json       validate_curated
     <report_dir>/validation.json              validate_outputs (+ DIR/validation/outputs/<run_id>.json)
     DIR/validation/gx_results/                GX's own result JSON (latest per suite and scope), always kept
-    DIR/validation/data_docs/index.html       GX Data Docs rendered from them: by validate_curated and
-                                              validate_outputs (default on), by validate_raw_quarter only with
-                                              data_docs=True (off by default: ingest runs per quarter), or by
-                                              build_data_docs(DIR); FAERS_DATA_DOCS=0/1 overrides the defaults
+    DIR/validation/data_docs/index.html       GX Data Docs rendered from them: only when asked for (data_docs=True,
+                                              FAERS_DATA_DOCS=1, or build_data_docs(DIR) afterwards). Rendering
+                                              the curated and output results cost more time and memory than the
+                                              validation itself on the whole history (3 GB for one report), so no
+                                              command renders them by default
 
 GX is imported lazily (2-3 s) inside these functions, never at module import.
 """
@@ -951,7 +952,7 @@ def validate_curated(data_dir: DataDir, config=None, *, unmapped_share_max: floa
         unmapped_share_max = _cfg_threshold(config, "unmapped_share_max", 0.05)
     scope, timings, checks = "", {}, []
     t0 = time.perf_counter()
-    gxr = _Gx(_docs_dir(data_dir, docs_dir), render=_data_docs_enabled(data_docs, default=True))
+    gxr = _Gx(_docs_dir(data_dir, docs_dir), render=_data_docs_enabled(data_docs, default=False))
     run_name = "curated"
 
     suites = {n: load_suite(f"curated_{n}") for n in CURATED_TABLES}
@@ -1189,7 +1190,7 @@ def validate_outputs(report_dir: str | os.PathLike, signals, all_pairs, mgps: di
     t0 = time.perf_counter()
     if docs_dir is None and root is not None:
         docs_dir = DataDir(root).validation / "data_docs"
-    gxr = _Gx(Path(docs_dir) if docs_dir is not None else None, render=_data_docs_enabled(data_docs, default=True))
+    gxr = _Gx(Path(docs_dir) if docs_dir is not None else None, render=_data_docs_enabled(data_docs, default=False))
     checks: list[Check] = []
     params = {"ci_tolerance": -abs(ci_tolerance)}
     for name, df in (("signals", signals), ("all_pairs", all_pairs)):
