@@ -20,6 +20,8 @@ from pipeline.errors import PipelineError
 from pipeline.vocabulary import MGPS_LIKELIHOODS, ROLE_CODES, SUBSTANCES
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default_config.toml")
+#: curated ``reports`` columns that may stratify MGPS's expected count (``[mgps] strata``)
+MGPS_STRATA = ("sex", "age_band", "receipt_year", "reporter_country", "occp_cod")
 
 
 # Type tokens of the spec: "str", "int", "float" (int accepted), "bool", "list[str]", "list[float]",
@@ -45,6 +47,7 @@ SPEC: dict[str, Any] = {
                    "ror_min_a": "int", "ror_lo_gt": "float", "ic025_gt": "float", "eb05_ge": "float",
                    "ebgm_min_a": "int", "quarantine_rate_max": "float", "unmapped_share_max": "float"},
     "statistics": {"mgps_likelihood": "str", "confidence_level": "float"},
+    "mgps": {"strata": "list[str]"},
     "curation": {"null_key_tolerance": "float", "age_band_edges": "list[float]", "max_age_years": "float",
                  "duckdb_memory_limit": "str", "duckdb_threads": "int"},
     # {"*": spec}: a table of free keys, each value checked against spec
@@ -158,6 +161,7 @@ class Config:
     duckdb_memory_limit: str
     duckdb_threads: int
     analyses: Analyses
+    mgps_strata: tuple[str, ...] = ()  # curated report columns whose combinations stratify MGPS's E
     _raw: dict = field(default_factory=dict, repr=False, compare=False, hash=False)
 
     @property
@@ -266,6 +270,12 @@ def _semantic_checks(path: Path, d: dict) -> None:
         raise _err(path, "statistics.mgps_likelihood", f"must be one of {', '.join(MGPS_LIKELIHOODS)}")
     if not 0 < st["confidence_level"] < 1:
         raise _err(path, "statistics.confidence_level", "must be between 0 and 1")
+    strata = d["mgps"]["strata"]
+    for col in strata:
+        if col not in MGPS_STRATA:
+            raise _err(path, "mgps.strata", f"has unknown column {col!r} (allowed: {', '.join(MGPS_STRATA)})")
+    if len(set(strata)) != len(strata):
+        raise _err(path, "mgps.strata", "names a column twice")
     c = d["curation"]
     if not 0 <= c["null_key_tolerance"] < 1:
         raise _err(path, "curation.null_key_tolerance", "must be in [0, 1)")
@@ -356,6 +366,7 @@ def load_config(path: str | Path | None = None) -> Config:
         duckdb_memory_limit=cu["duckdb_memory_limit"],
         duckdb_threads=cu["duckdb_threads"],
         analyses=_analyses(data["analyses"]),
+        mgps_strata=tuple(data["mgps"]["strata"]),
         _raw=data,
     )
 

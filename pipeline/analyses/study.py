@@ -12,7 +12,6 @@ Output: ``DIR/studies/<name>/study.parquet``, ``study.csv`` and ``study.json``.
 
 from __future__ import annotations
 
-import json
 import math
 import tomllib
 from pathlib import Path
@@ -127,6 +126,10 @@ def run_study(data_dir, config, study_path, *, progress: bool = False) -> dict:
         con.close()
     pub = {p["pt"].lower(): p for p in doc["published"]}
     wanted = {p.lower() for p in st["pts"]}
+    unseen = [p for k, p in pub.items() if k not in set(df["pt_key"])]  # a published PT absent here: a = 0
+    if unseen:
+        df = pd.concat([df, pd.DataFrame({"pt": [p["pt"] for p in unseen], "pt_key": [p["pt"].lower() for p in unseen],
+                                          "a": 0, "n_event": 0})], ignore_index=True)
     keep = (df["a"] >= st["min_a"]) if not wanted else df["pt_key"].isin(wanted)
     df = df[keep | df["pt_key"].isin(pub)].copy()
     df["b"] = n_x - df["a"]

@@ -35,7 +35,11 @@ def full_date_sql(col: str) -> str:
 
 
 def build_extras(con: duckdb.DuckDBPyConnection) -> dict:
-    """Create the temp tables of :data:`TABLE_NAMES`; return their row counts."""
+    """Create the temp tables of :data:`TABLE_NAMES`; return their row counts.
+
+    The big child tables are only joined on integer keys: DRUG rows meet the small ``family_pairs`` before any
+    text is normalised, INDI text is normalised once per distinct value, THER is read for the family rows' keys only.
+    """
     from pipeline.curate.versions import child_rows
 
     con.execute(f"""
@@ -43,25 +47,39 @@ def build_extras(con: duckdb.DuckDBPyConnection) -> dict:
         SELECT DISTINCT report_id, outc_cod FROM (
             {child_rows('OUTC', 'upper(trim(c.outc_cod)) AS outc_cod')})
         WHERE outc_cod IS NOT NULL AND outc_cod <> ''""")
-    rows = child_rows("DRUG", "c.drug_seq_int AS drug_seq, upper(trim(c.role_cod)) AS role_cod, "
-                              "nullif(regexp_replace(trim(c.route), '\\s+', ' ', 'g'), '') AS route, "
-                              "c.drugname, c.prod_ai")
+    # family drug rows with the keys THER links on (primaryid, quarter, caseid, drug_seq)
     con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE report_substance_drugs AS
-        SELECT DISTINCT d.report_id, d.drug_seq, f.substance, d.role_cod, d.route
-        FROM ({rows}) d
+        CREATE OR REPLACE TEMP TABLE fam_rows AS
+        SELECT d.report_id, d.caseid, d.primaryid, d.quarter, d.drug_seq, f.substance, d.role_cod, d.route
+        FROM ({child_rows('DRUG', "k.caseid, k.primaryid, k.quarter, c.drug_seq_int AS drug_seq, c.role_cod, "
+                                  "c.route, c.drugname, c.prod_ai")}) d
         JOIN family_pairs f ON f.drugname = d.drugname AND f.prod_ai = d.prod_ai
         WHERE d.drug_seq IS NOT NULL""")
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE report_substance_drugs AS
+        SELECT DISTINCT report_id, drug_seq, substance, upper(trim(role_cod)) AS role_cod,
+               nullif(regexp_replace(trim(route), '\\s+', ' ', 'g'), '') AS route
+        FROM fam_rows""")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE indi_norm AS
+        WITH t AS (SELECT DISTINCT indi_pt AS raw FROM raw_indi)
+        SELECT raw, {pt_sql('raw')} AS pt, dense_rank() OVER (ORDER BY {pt_sql('raw')}) AS pt_id FROM t""")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE report_indications AS
-        SELECT DISTINCT report_id, drug_seq, pt, lower(pt) AS pt_key FROM (
-            {child_rows('INDI', f"c.indi_drug_seq_int AS drug_seq, {pt_sql('c.indi_pt')} AS pt")})
-        WHERE pt IS NOT NULL AND pt <> ''""")
+        WITH i AS (SELECT DISTINCT c.report_id, c.drug_seq, n.pt_id FROM (
+                       {child_rows('INDI', 'c.indi_drug_seq_int AS drug_seq, c.indi_pt')}) c
+                   JOIN indi_norm n ON n.raw = c.indi_pt),
+             d AS (SELECT DISTINCT pt_id, pt FROM indi_norm WHERE pt <> '')
+        SELECT i.report_id, i.drug_seq, d.pt, lower(d.pt) AS pt_key FROM i JOIN d USING (pt_id)""")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE report_therapies AS
-        SELECT DISTINCT t.report_id, t.drug_seq, t.start_dt, {full_date_sql('t.start_dt')} AS start_date
-        FROM ({child_rows('THER', "c.dsg_drug_seq_int AS drug_seq, trim(c.start_dt) AS start_dt")}) t
-        SEMI JOIN report_substance_drugs s ON s.report_id = t.report_id AND s.drug_seq = t.drug_seq""")
+        SELECT DISTINCT f.report_id, f.drug_seq, trim(t.start_dt) AS start_dt, {full_date_sql('t.start_dt')} AS start_date
+        FROM raw_ther t
+        JOIN (SELECT DISTINCT report_id, caseid, primaryid, quarter, drug_seq FROM fam_rows) f
+          ON t.primaryid_int = f.primaryid AND t.quarter = f.quarter AND t.dsg_drug_seq_int = f.drug_seq
+             AND (t.caseid_int IS NULL OR t.caseid_int = f.caseid)""")
+    for t in ("fam_rows", "indi_norm"):
+        con.execute(f"DROP TABLE {t}")
     return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLE_NAMES}
 
 

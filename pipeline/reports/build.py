@@ -85,6 +85,11 @@ def stats_schema(extra_front: tuple[tuple[str, pa.DataType], ...] = (),
     return pa.schema(fields)
 
 
+#: signals and all_pairs: the stratified E that MGPS used and the crude-E MGPS columns (equal to expected/ebgm/
+#: eb05/eb95 when ``[mgps] strata`` is empty)
+MGPS_STRAT_EXTRA = (("expected_strat", pa.float64()), ("ebgm_crude", pa.float64()), ("eb05_crude", pa.float64()),
+                    ("eb95_crude", pa.float64()))
+
 #: signals.parquet only: reports with the pair in which the PT (for a group: any of its PTs present) is also an
 #: indication of that report (curated report_pts.is_indication), a confounding-by-indication hint.
 SIGNALS_EXTRA = (("a_indication", pa.int64()),)
@@ -209,10 +214,12 @@ def engine_thresholds(config) -> dict:
             "ror_lo_min": float(t.ror_lo_gt), "ic025_min": float(t.ic025_gt), "eb05_min": float(t.eb05_ge)}
 
 
-def score(counts: pd.DataFrame, config, fit, *, ebgm_min_a: int | None = None) -> pd.DataFrame:
+def score(counts: pd.DataFrame, config, fit, *, ebgm_min_a: int | None = None, fit_crude=None) -> pd.DataFrame:
     """Run the statistics engine with the report's fixed prior and thresholds.
 
     ``signal_ebgm`` additionally needs a >= ``[thresholds] ebgm_min_a`` (the engine's rule is EB05 >= 2 alone).
+    With an ``expected`` column (stratified E) ``fit`` is the prior fitted on stratified E and ``fit_crude`` the
+    one fitted on crude E (columns ``ebgm_crude``...); without it both equal the crude columns.
     """
     from pipeline.stats import disproportionality
 
@@ -221,7 +228,11 @@ def score(counts: pd.DataFrame, config, fit, *, ebgm_min_a: int | None = None) -
     family = counts["drug"].astype(str).to_numpy().astype(object) + level
     res, _ = disproportionality(counts, confidence_level=config.confidence_level,
                                 thresholds=engine_thresholds(config), mgps_likelihood=fit.likelihood,
-                                mgps_fit=fit, q_family=family)
+                                mgps_fit=fit, q_family=family, mgps_fit_crude=fit_crude)
+    if "expected_strat" not in res.columns:  # unstratified: the crude columns are the main ones
+        res["expected_strat"] = res["expected"]
+        for c in ("ebgm", "eb05", "eb95"):
+            res[f"{c}_crude"] = res[c]
     min_a = config.thresholds.ebgm_min_a if ebgm_min_a is None else ebgm_min_a
     res["signal_ebgm"] = res["signal_ebgm"].to_numpy(bool) & (res["a"].to_numpy() >= int(min_a))
     return res
@@ -521,6 +532,7 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
     ``changed`` is False (``force=True`` rebuilds).
     """
     from pipeline.stats import fit_mgps
+    from pipeline.stats.counting import stratified_expected_counts
 
     from pipeline.reports import dating
     from pipeline.reports import trend as trend_mod
@@ -586,14 +598,28 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
                                 f"(roles {'+'.join(params['roles'])})")
         bar.update()
         bar.set_postfix_str(f"MGPS fit ({params['mgps_likelihood']})")
-        fit = fit_mgps(bg_counts, likelihood=params["mgps_likelihood"])
+        strata = _strata(con, cur, config, params)
+        bg_pd = bg_counts.to_pandas()
+        if strata["columns"]:
+            bg_pd["expected"], info_s = stratified_expected_counts(bg_exp, evt, strata["table"], bg_pd)
+            strata.update(info_s)
+            fit = fit_mgps(bg_pd, likelihood=params["mgps_likelihood"])
+            fit_crude = fit_mgps(bg_counts, likelihood=params["mgps_likelihood"])
+        else:
+            fit = fit_crude = fit_mgps(bg_counts, likelihood=params["mgps_likelihood"])
         bar.update()
 
         # 3. statistics
         bar.set_postfix_str("statistics")
-        all_pairs = _split_events(score(bg_counts.to_pandas(), config, fit))
+        all_pairs = _split_events(score(bg_pd, config, fit, fit_crude=fit_crude))
         focus_counts = _focus_counts(con, params, n_total)
-        scored = score(focus_counts, config, fit).merge(_indication_counts(con), on=["drug", "event"], how="left")
+        if strata["columns"]:
+            fexp = con.sql("SELECT report_id, drug FROM focus_exp").to_arrow_table()
+            fev = con.sql("SELECT report_id, event FROM evt UNION ALL SELECT report_id, event FROM gevt"
+                          ).to_arrow_table()
+            focus_counts["expected"] = stratified_expected_counts(fexp, fev, strata["table"], focus_counts)[0]
+        scored = score(focus_counts, config, fit, fit_crude=fit_crude).merge(
+            _indication_counts(con), on=["drug", "event"], how="left")
         scored["a_indication"] = scored["a_indication"].fillna(0).astype(np.int64)
         signals = order_signals(_split_events(scored), params["substances"], params["pt_groups"])
         from pipeline import analyses
@@ -604,7 +630,8 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
 
         # 4. trend
         bar.set_postfix_str("trend")
-        trend = trend_mod.cumulative_trend(con, signals, params, config, fit, quarters,
+        # the trend's E is crude (strata by quarter are not tracked): it uses the crude-E prior
+        trend = trend_mod.cumulative_trend(con, signals, params, config, fit_crude, quarters,
                                            group_prefix=GROUP_PREFIX, curated=cur)
         bar.update()
 
@@ -616,10 +643,11 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
                 "faers.report_version": REPORT_VERSION, "faers.mgps_likelihood": params["mgps_likelihood"],
                 "faers.exposure_roles": "+".join(params["roles"])}
         schema = stats_schema()
-        write_parquet(to_table(signals, stats_schema(extra_back=SIGNALS_EXTRA)), staging / "signals.parquet",
+        write_parquet(to_table(signals, stats_schema(extra_back=SIGNALS_EXTRA + MGPS_STRAT_EXTRA)),
+                      staging / "signals.parquet",
                       metadata={**meta, "faers.table": "signals"})
         all_pairs = all_pairs.sort_values(["substance", "pt"], kind="mergesort").reset_index(drop=True)
-        write_parquet(to_table(all_pairs, schema), staging / "all_pairs.parquet",
+        write_parquet(to_table(all_pairs, stats_schema(extra_back=MGPS_STRAT_EXTRA)), staging / "all_pairs.parquet",
                       metadata={**meta, "faers.table": "all_pairs"})
         trend_schema = stats_schema((("quarter", DICT_STRING),), drop=("fisher_q",))  # no q-values by quarter
         write_parquet(to_table(trend, trend_schema), staging / "trend.parquet",
@@ -682,7 +710,11 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
                      "applied_to": "all_pairs, signals and trend rows (one prior per report): the prior fitted on "
                                    "ingredient x PT cells also scores the substance (family included) x PT-group "
                                    "rows",
-                     "ebgm_outside_eb05_eb95": {"signals": _outside(signals), "all_pairs": _outside(all_pairs)}},
+                     "ebgm_outside_eb05_eb95": {"signals": _outside(signals), "all_pairs": _outside(all_pairs)},
+                     "strata": {k: v for k, v in strata.items() if k != "table"},
+                     "crude": None if fit_crude is fit else {
+                         **fit_crude.as_dict(), "use": "ebgm_crude, eb05_crude, eb95_crude of signals and all_pairs; "
+                                                       "ebgm, eb05, eb95 of trend"}},
             "trend": {"basis": trend_mod.basis(cur), "top_pts_per_substance": int(trend_top_pts),
                       "prior": "the report's MGPS prior (not refitted per quarter)"},
             "validation": _validation_brief(validation),
@@ -735,6 +767,29 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
     log.info("signals: report %s (%s reports, data through %s; latest via %s)", final, f"{n_total:,}",
              data_cutoff, how)
     return {"report_dir": str(final), "run_id": run_id, "changed": True, "focus": focus_rows(signals)}
+
+
+def _strata(con, cur: Path, config, params: dict) -> dict:
+    """The MGPS strata of the analysis population (``[mgps] strata``): ``columns`` and a ``table`` of
+    (report_id, stratum); none with the zero-inclusive likelihood, whose zero cells come from crude margins."""
+    cols = list(config.mgps_strata)
+    if not cols:
+        return {"columns": [], "note": "[mgps] strata = [] (unstratified)"}
+    if params["mgps_likelihood"] == "zero-inclusive":
+        return {"columns": [], "note": "not stratified: the zero-inclusive likelihood counts zero cells from the "
+                                       "crude margins"}
+    have = pq.read_schema(cur / "reports.parquet").names
+    missing = [c for c in cols if c not in have]
+    if missing:
+        raise PipelineError(f"[mgps] strata: curated reports have no column {', '.join(missing)} "
+                            f"(run `pipeline curate`, or set strata = [])")
+    start = params.get("from_quarter")
+    where_from = f" AND first_quarter >= {_sql_str(start)}" if start else ""
+    key = " || '|' || ".join(f"coalesce(CAST({c} AS VARCHAR), '?')" for c in cols)
+    table = con.sql(f"""SELECT report_id, {key} AS stratum FROM read_parquet({_sql_str(cur / 'reports.parquet')})
+                        WHERE in_analysis{where_from}""").to_arrow_table()
+    return {"columns": cols, "table": table,
+            "note": "E = sum over strata s of n_drug,s * n_event,s / n_total,s (a missing value is its own stratum)"}
 
 
 def _outside(df: pd.DataFrame) -> int:

@@ -310,6 +310,17 @@ def _ind(r: dict) -> str:
     return f"<span{cls}>{int(k):,}</span>"
 
 
+def _strata_text(mg: dict) -> str:
+    st = mg.get("strata") or {}
+    cols = st.get("columns") or []
+    if not cols:
+        return f"Expected counts are crude ({st.get('note', 'unstratified')})."
+    return (f"MGPS uses stratified expected counts, E = Σ_s n_drug,s·n_event,s/n_total,s over {st.get('n_strata', '?')} "
+            f"strata of {' × '.join(cols)} ({st.get('small_strata', 0)} with fewer than 50 reports); the prior is "
+            f"fitted on them, and the crude-E EBGM (its own prior) is kept as ebgm_crude/eb05_crude/eb95_crude. "
+            f"PRR, ROR and IC use the crude table; the trend's EBGM columns are crude.")
+
+
 def _fmt_q(q) -> str:
     """q-values span many decades: scientific notation below 0.001."""
     if q is None or (isinstance(q, float) and math.isnan(q)):
@@ -385,7 +396,7 @@ likelihood <b>{escape(mg.get("likelihood", ""))}</b>; θ: {escape(theta_txt)}; �
 {mg.get("n_points", 0)} grouped points; {escape(conv)}. The prior is fitted in mean–shape form (component means
 μ = α/β and shapes α; a component whose α → ∞ with μ fixed is a point mass, its negative binomial Poisson(N; μE)),
 several starts are compared by −log L and by EBGM/EB05 over all pairs, and the prior fitted on ingredient × PT cells
-also scores the substance (family included) × PT-group rows. EBGM = exp(E[ln λ]) of a mixture posterior can lie
+also scores the substance (family included) × PT-group rows. {escape(_strata_text(mg))} EBGM = exp(E[ln λ]) of a mixture posterior can lie
 outside [EB05, EB95] (rows here: {fmt(outside.get("signals", 0), "int")} focus, {fmt(outside.get("all_pairs", 0), "int")}
 background; a validation warning, not an error). <code>fisher_q</code>: Benjamini–Hochberg q-value of the one-sided
 Fisher p over the rows of one substance and one level (PT rows apart from PT-group rows) with a ≥ 1 (NaN where a = 0).

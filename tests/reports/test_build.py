@@ -119,11 +119,15 @@ def test_signals_equal_engine_on_brute_force_counts(built, config):
                      "n_event": n_event, "n_total": n_total})
     counts = pd.DataFrame(recs)
     assert len(counts) == len(sig)
+    # crude columns: the engine on the brute-force counts with the crude-E prior; the main EBGM columns: the
+    # stratified-E prior at the report's stratified E (stratified E itself is brute-forced in tests/stats)
     fit = MgpsFit.from_dict(m["mgps"])
+    crude = MgpsFit.from_dict(m["mgps"]["crude"]) if m["mgps"].get("crude") else fit
     exp, _ = disproportionality(counts, confidence_level=config.confidence_level,
-                                thresholds=engine_thresholds(config), mgps_fit=fit,
+                                thresholds=engine_thresholds(config), mgps_fit=crude,
                                 mgps_likelihood=m["mgps"]["likelihood"])
-    exp["signal_ebgm"] &= exp["a"] >= config.thresholds.ebgm_min_a
+    for c in ("ebgm", "eb05", "eb95"):
+        exp[f"{c}_crude"] = exp[c]
     exp["substance"] = exp["drug"]
     exp["pt"] = [e[2:] if e.startswith("P:") else None for e in exp["event"]]
     exp["pt_group"] = [e[2:] if e.startswith("G:") else None for e in exp["event"]]
@@ -131,6 +135,12 @@ def test_signals_equal_engine_on_brute_force_counts(built, config):
     got = sig.set_index(key(sig)).sort_index()
     want = exp.set_index(key(exp)).sort_index()
     assert list(got.index) == list(want.index)
+    post = fit.posterior(got["a"].to_numpy(), got["expected_strat"].to_numpy())
+    for c in ("ebgm", "eb05", "eb95"):
+        want[c] = post[c]
+    want["signal_ebgm"] = (want["eb05"] >= config.thresholds.eb05_ge) & (want["a"] >= config.thresholds.ebgm_min_a)
+    for c in ("ebgm_crude", "eb05_crude", "eb95_crude"):
+        np.testing.assert_allclose(got[c].to_numpy(), want[c].to_numpy(), rtol=1e-12, equal_nan=True, err_msg=c)
     for c in ("a", "b", "c", "d", "n_total", "n_drug", "n_event"):
         np.testing.assert_array_equal(got[c].to_numpy(), want[c].to_numpy(), err_msg=c)
     for c in FLOATS:

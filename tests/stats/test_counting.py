@@ -152,3 +152,39 @@ def test_strata_metadata_warning_and_bad_strata():
     bad = pd.concat([bad, pd.DataFrame({"report_id": [1], "strat1": ["F"]})])
     with pytest.raises(PipelineError, match="more than one"):
         count_pairs(DAT2[["report_id", "drug"]], DAT2[["report_id", "event"]], strata=bad)
+
+
+def test_stratified_expected_counts_against_brute_force():
+    """E = Σ_s n_drug,s·n_event,s/n_total,s with a given population (reports without drug or event count in
+    n_total,s), for pairs with and without co-reports: brute force with Python loops over strata and reports."""
+    from pipeline.stats.counting import stratified_expected_counts
+
+    rng = np.random.default_rng(11)
+    reports = list(range(400))
+    stratum = {r: f"{rng.choice(['F', 'M', 'U'])}|{rng.choice(['18-44', '45-64', '65+'])}|{rng.choice([2023, 2024])}"
+               for r in reports}
+    exp = [(r, f"D{rng.integers(0, 6)}") for r in reports for _ in range(rng.integers(0, 3))]
+    evt = [(r, f"E{rng.integers(0, 8)}") for r in reports for _ in range(rng.integers(0, 3))]
+    exposures = pd.DataFrame(exp, columns=["report_id", "drug"])
+    events = pd.DataFrame(evt, columns=["report_id", "event"])
+    strata = pd.DataFrame({"report_id": reports, "stratum": [stratum[r] for r in reports]})
+    pairs = pd.DataFrame([(f"D{i}", f"E{j}") for i in range(7) for j in range(8)], columns=["drug", "event"])
+    got, info = stratified_expected_counts(exposures, events, strata, pairs)
+    want = []
+    for d, e in pairs.itertuples(index=False):
+        total = 0.0
+        for s in set(stratum.values()):
+            in_s = {r for r in reports if stratum[r] == s}
+            nd = len({r for r, x in exp if x == d and r in in_s})
+            ne = len({r for r, x in evt if x == e and r in in_s})
+            total += nd * ne / len(in_s)
+        want.append(total)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
+    assert info["n_strata"] == len(set(stratum.values())) and info["small_strata"] == info["n_strata"]
+    # a single stratum gives the crude E
+    one = strata.assign(stratum="all")
+    crude, _ = stratified_expected_counts(exposures, events, one, pairs)
+    nd = exposures.drop_duplicates().groupby("drug").size()
+    ne = events.drop_duplicates().groupby("event").size()
+    np.testing.assert_allclose(crude, [nd.get(d, 0) * ne.get(e, 0) / 400 for d, e in pairs.itertuples(index=False)],
+                               rtol=1e-12)
