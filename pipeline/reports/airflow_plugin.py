@@ -1,8 +1,10 @@
 """Airflow 3 UI page for the latest report: a FastAPI app under ``/faers-signals`` plus a navigation entry.
 
-Routes (every one behind Airflow's own login: ``Depends(requires_authenticated())`` on the whole app, which resolves
-the caller from the UI's ``_token`` cookie or an ``Authorization: Bearer`` JWT and answers 401/403 otherwise;
-FastAPI plugin endpoints are *not* protected by Airflow automatically):
+Routes (every one behind Airflow's own login and permissions: ``Depends(requires_access_dag("GET",
+param_dag_id="ketamine_signals"))`` on the whole app resolves the caller from the UI's ``_token`` cookie or an
+``Authorization: Bearer`` JWT (401 without a valid one) and asks the auth manager whether that user may read the DAG
+that produces the report (403 otherwise; under FAB: roles Viewer and up). FastAPI plugin endpoints are *not*
+protected by Airflow automatically):
 
 * ``GET /faers-signals/``            sortable signals table of the latest report (from ``signals.parquet``)
 * ``GET /faers-signals/report``      the latest ``report.html`` (self-contained)
@@ -127,10 +129,12 @@ HEAD = [("substance", "substance", "text"), ("pt_group", "PT group", "text"), ("
 
 
 def create_app() -> FastAPI:
-    """The plugin's FastAPI app; every route requires an authenticated Airflow user."""
-    from airflow.api_fastapi.core_api.security import requires_authenticated
+    """The plugin's FastAPI app; every route requires a user allowed to read the ``ketamine_signals`` DAG."""
+    from airflow.api_fastapi.core_api.security import requires_access_dag
 
-    app = FastAPI(title="FAERS ketamine-family signals", dependencies=[Depends(requires_authenticated())],
+    # the report is that DAG's output: whoever may not see the DAG may not see its results either
+    app = FastAPI(title="FAERS ketamine-family signals",
+                  dependencies=[Depends(requires_access_dag("GET", param_dag_id="ketamine_signals"))],
                   docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.get("/", response_class=HTMLResponse)

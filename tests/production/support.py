@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -29,11 +30,43 @@ def reachable(host: str, port: int, timeout: float = 2.0) -> bool:
 
 
 def services_missing() -> str | None:
-    """Why the stack cannot run here (None when PostgreSQL and Redis both answer)."""
+    """Why the stack cannot run here (None when PostgreSQL and Redis both answer).
+
+    The stack tests run their own ``redis-server`` (from the machine's Redis installation) on another port, so a
+    broker restart never touches the machine's Redis; a missing binary counts as Redis missing.
+    """
     missing = [f"{name} at {h}:{p}" for name, (h, p) in (("PostgreSQL", PG), ("Redis", REDIS)) if not reachable(h, p)]
+    if not missing and shutil.which("redis-server") is None:
+        missing = ["Redis (no redis-server binary)"]
     if not missing:
         return None
     return f"production stack tests need the machine's services: {' and '.join(missing)} not reachable"
+
+
+class RedisServer:
+    """A private redis-server on ``port`` without persistence (a crash loses every queued message)."""
+
+    def __init__(self, folder: Path, port: int):
+        self.folder, self.port, self.proc = folder, port, None
+
+    def start(self) -> "RedisServer":
+        import redis
+
+        self.proc = subprocess.Popen([shutil.which("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no", "--dir", str(self.folder)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                redis.Redis(port=self.port, socket_timeout=1).ping()
+                return self
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.1)
+        raise RuntimeError("own redis-server did not start")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def free_port() -> int:
@@ -75,6 +108,15 @@ def psql(sql: str, db: str = "postgres") -> str:
     return out.stdout.strip()
 
 
+def last_nightly_tick(now: dt.datetime | None = None) -> str:
+    """The most recent 03:00 UTC: the logical date the scheduler would give faers_ingest's run on unpause."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    tick = now.replace(hour=3, minute=0, second=0, microsecond=0)
+    if tick > now:
+        tick -= dt.timedelta(days=1)
+    return tick.isoformat().replace("+00:00", "Z")
+
+
 @dataclass
 class Stack:
     """One local Celery stack with its own AIRFLOW_HOME, PostgreSQL role/database, Redis db and ports."""
@@ -99,8 +141,10 @@ class Stack:
                 "AIRFLOW_CELERY_REDIS_DB": str(self.redis_db), "FAERS_SOURCE": self.source,
                 "FAERS_DATA_DIR": str(self.data_dir), "VENV_BIN": str(Path(sys.executable).parent),
                 # a killed worker's task is noticed within seconds, not the default 5 minutes
-                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
-                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "15",
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
+                # a message lost with the broker is queued again after a minute, not ten
+                "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "60",
                 "AIRFLOW__CORE__PARALLELISM": "8", **self.extra_env}
 
     def start(self) -> "Stack":
@@ -116,6 +160,26 @@ class Stack:
         self.token = self.login("admin", self.secret("AIRFLOW_ADMIN_PASSWORD"))
         return self
 
+    def airflow_env(self) -> dict:
+        """The environment the script gives the components (from the same settings module)."""
+        env = getattr(self, "_env", None) or self.env()
+        out = subprocess.run([sys.executable, "-m", "pipeline.airflow_celery_config", "env", "--root", str(ROOT),
+                              "--home", str(self.home), "--name", self.name, "--redis-host", env.get("REDIS_HOST", REDIS[0]),
+                              "--redis-port", env.get("REDIS_PORT", str(REDIS[1])), "--redis-db", str(self.redis_db),
+                              "--api-port", str(self.port)], capture_output=True, text=True, cwd=ROOT, check=True)
+        import shlex
+
+        parsed = {}
+        for line in out.stdout.splitlines():
+            if line.startswith("export "):
+                k, v = line[len("export "):].split("=", 1)
+                parsed[k] = shlex.split(v)[0] if v else ""
+        return {**env, **parsed}
+
+    def airflow(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "airflow", *args], env=self.airflow_env(), cwd=ROOT,
+                              capture_output=True, text=True, timeout=180, check=check)
+
     def stop(self) -> str:
         out = subprocess.run(["bash", str(SCRIPT), "stop"], env=getattr(self, "_env", self.env()), cwd=ROOT,
                              capture_output=True, text=True, timeout=120)
@@ -124,11 +188,6 @@ class Stack:
     def drop_database(self) -> None:
         psql(f"drop database if exists {self.name} with (force)")
         psql(f"drop role if exists {self.name}")
-
-    def flush_redis(self) -> None:
-        import redis
-
-        redis.Redis(host=REDIS[0], port=REDIS[1], db=self.redis_db).flushdb()
 
     def secret(self, key: str) -> str:
         for line in (self.home / "secrets.env").read_text().splitlines():
@@ -229,7 +288,11 @@ def worker_of(hostname: str | None) -> str | None:
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
-    """Relative path -> content digest of every file (Parquet compared by its rows and schema, not its bytes)."""
+    """Relative path -> content digest of every file.
+
+    Parquet files are compared by schema and the multiset of their rows (not bytes, not row order: curation's row
+    order varies from run to run, and key-value metadata carries run ids).
+    """
     import hashlib
 
     import pyarrow.parquet as pq
@@ -242,7 +305,8 @@ def tree_digest(folder: Path) -> dict[str, str]:
         if p.suffix == ".parquet":
             t = pq.read_table(p)
             t = t.replace_schema_metadata(None)
-            out[rel] = hashlib.sha256(repr(t.schema).encode() + repr(t.to_pydict()).encode()).hexdigest()
+            rows = sorted(repr(sorted(r.items())) for r in t.to_pylist())
+            out[rel] = hashlib.sha256(repr(t.schema).encode() + "\n".join(rows).encode()).hexdigest()
         else:
             out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
