@@ -12,6 +12,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from pipeline import duck
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -24,9 +25,8 @@ MIN_STRATUM_REPORTS = 50
 
 
 def _connect() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    con.execute("SET enable_progress_bar=false")
-    return con
+    # the command's [resources] (duck.configure), else the shipped defaults
+    return duck.open_connection(label="counting")
 
 
 def _as_arrow(x, name: str, needed: tuple[str, ...]) -> pa.Table:
@@ -152,7 +152,7 @@ def count_pairs(exposures, events, *, n_total: int | None = None, strata=None,
                               WHERE {total} - n_drug - n_event + a < 0""").fetchall()[0][0]
         if bad:
             raise PipelineError(f"n_total={total} is too small: {bad} pair(s) would have d < 0")
-    con.close()
+    duck.close(con)
     if warnings:
         for w in warnings:
             log.warning("%s", w)
@@ -284,7 +284,7 @@ def stratified_expected(exposures, events, strata, pairs, strata_cols=None) -> p
     sql, _ = _stratified_sql(con, "SELECT drug, event, 1 AS n_drug, 1 AS n_event, 1 AS n_total FROM p",
                              tuple(strata_cols))
     out = con.sql(sql).df()[["drug", "event", "expected"]]
-    con.close()
+    duck.close(con)
     return pd.DataFrame(pairs)[["drug", "event"]].astype(str).merge(out, on=["drug", "event"], how="left")
 
 
