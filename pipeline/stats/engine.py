@@ -227,7 +227,7 @@ def disproportionality(counts, *, confidence_level: float = 0.95, thresholds: Th
         res[k] = v
     res["n_drug"] = df["n_drug"].to_numpy(np.int64)
     res["n_event"] = df["n_event"].to_numpy(np.int64)
-    family = df["drug"].to_numpy() if q_family is None else np.asarray(q_family)
+    family = pd.factorize(df["drug"])[0] if q_family is None else pd.factorize(pd.Series(q_family))[0]
     res["fisher_q"] = fq.bh_qvalues_by(res["fisher_p"].to_numpy(), family, a >= 1)
     res["qn"] = post["qn"]
     if stratified:
