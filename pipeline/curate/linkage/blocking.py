@@ -17,7 +17,6 @@ BLOCKS: dict[str, tuple[str, ...]] = {
     "mfr_num": ("mfr_num",),
     "suspects_pts": ("sus_h", "pts_h"),
     "age_sex_suspect": ("CAST(round(age) AS INTEGER)", "sex", "sus1"),
-    "date_suspect": ("ev", "sus1"),
     "suspects_year": ("sus_h", "ev_y"),
     "suspects_age": ("sus_h", "CAST(round(age) AS INTEGER)"),
     "suspects_sex_country": ("sus_h", "sex", "country"),
