@@ -183,7 +183,8 @@ def run(input_path, out_path, *, input_kind: str = "reports", mgps_likelihood: s
         raise PipelineError("input: no (drug, event) pairs")
     t = thresholds if isinstance(thresholds, Thresholds) else Thresholds.from_mapping(thresholds)
     res, fit = disproportionality(counts, confidence_level=confidence_level, thresholds=t,
-                                  mgps_likelihood=mgps_likelihood, haldane=haldane)
+                                  mgps_likelihood=mgps_likelihood, haldane=haldane,
+                                  check_unique=input_kind != "reports")  # our own counts are unique per pair
     n_total = int(res["n_total"].max()) if len(res) else 0
     meta = {
         "command": "disproportionality",

@@ -552,7 +552,7 @@ def fit_points(points: MgpsPoints, likelihood: str = "openebgm", n_star: int = 1
     than :data:`EXPLORE_MAX_POINTS` distinct points the starts run on a binned copy (E pooled within ±1 %) and the
     best one is re-optimised on the exact points, so the accepted θ maximises the exact likelihood. The best is
     polished with Nelder–Mead; the other starts are then compared with it by −log L and by EBGM/EB05 over all
-    points (:data:`AGREEMENT`).
+    points (:data:`AGREEMENT`; above :data:`EXPLORE_MAX_POINTS` points, over the binned copy).
     """
     with _single_blas_thread():
         return _fit_points(points, likelihood, n_star, starts, maxiter)
@@ -622,8 +622,10 @@ def _fit_points(points, likelihood, n_star, starts, maxiter) -> MgpsFit:
         converged = False
 
     # agreement: the other converged starts against the accepted optimum, by −log L and by EBGM/EB05
-    sel = points.n >= 1 if np.any(points.n >= 1) else np.ones(len(points), bool)
-    pn, pe = points.n[sel].astype(np.float64), points.e[sel]
+    # summaries over every distinct (N, E) point with N >= 1 (on a large table: its binned copy, E within ±1 %)
+    ps = d_explore if staged else d
+    sel = ps.n >= 1 if np.any(ps.n >= 1) else np.ones(ps.n.size, bool)
+    pn, pe = ps.n[sel], ps.e[sel]
     gm_best, lo_best = _summaries(theta, pn, pe)
     agreement = False
     for r in results:
