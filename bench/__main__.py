@@ -1,4 +1,6 @@
-"""Run the benchmarks: ``python -m bench [name ...]`` (``make bench``).
+"""Run the benchmarks: ``python -m bench [name ...] [options]`` (``make bench BENCH_ARGS="history --scale 0.02"``).
+
+Without names, every benchmark but ``history`` (the whole FAERS history, minutes to hours) runs.
 
 Each ``bench/bench_<name>.py`` has ``main(argv) -> dict`` and is run in its own
 subprocess so its peak RSS is its own. Results are printed and written to
@@ -36,14 +38,16 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--child"]:
         _child(argv[1], argv[2:])
         return 0
-    wanted = [a for a in argv if not a.startswith("-")] or _names()
+    names = _names()
+    wanted = [a for a in argv if a in names] or [n for n in names if n != "history"]  # history: on request
+    options = [a for a in argv if a not in names]  # passed on with their values (--scale 0.02)
     out_dir = HERE / "out"
     out_dir.mkdir(exist_ok=True)
     results = {}
     for name in wanted:
         print(f"== bench {name}", flush=True)
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "bench", "--child", name, *[a for a in argv if a.startswith("-")]],
+        proc = subprocess.run([sys.executable, "-m", "bench", "--child", name, *options],
                               stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         lines = proc.stdout.splitlines()
         for line in lines:

@@ -265,3 +265,25 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return OS_ERROR_EXIT
+    except Exception as exc:
+        oom = _out_of_memory(exc, args.command)
+        if oom is None or args.debug:
+            raise
+        print(f"error: {oom}", file=sys.stderr)
+        return oom.exit_code
+
+
+def _out_of_memory(exc: BaseException, command: str):
+    """A ResourceError for DuckDB's OutOfMemoryException or Python's MemoryError raised outside
+    :func:`pipeline.duck.connect`; ``None`` for anything else (a bug: keep the traceback)."""
+    duckdb = sys.modules.get("duckdb")
+    if not (isinstance(exc, MemoryError) or (duckdb is not None and isinstance(exc, duckdb.OutOfMemoryException))):
+        return None
+    from pipeline import duck
+
+    try:
+        with duck.translate(label=command):
+            raise exc
+    except PipelineError as translated:
+        return translated
+    return None

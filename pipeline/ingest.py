@@ -998,19 +998,41 @@ def ingest(data_dir: DataDir, quarters: list[Quarter] | None = None, *, force: b
             raise IngestError(f"no FAERS ASCII zips in {data_dir.landing} (run `pipeline fetch` first)")
         selected = available
     results = []
+    todo = []
     for quarter, path in sorted(selected.items()):
         sha = _landing_sha(data_dir, path)
         if not force and sha == _recorded_sha(data_dir, quarter):
             results.append(QuarterResult(quarter=quarter, zip_path=path, skipped=True))
-            continue
-        try:
-            res = ingest_zip(data_dir, path, quarter, progress=progress, validate=validate, zip_sha256=sha)
-        except PipelineError as exc:
-            if not keep_going:
-                raise
-            log.info("%s: not ingested: %s", quarter, exc)  # the caller reports it
-            results.append(QuarterResult(quarter=quarter, zip_path=path, error=exc))
-            continue
-        log.info("ingested %s", res.summary_line())
-        results.append(res)
+        else:
+            todo.append((quarter, path, sha))
+    if len(todo) > 1:
+        log.info("ingest: %d quarter(s) to ingest (%.0f MB of zips), %d unchanged", len(todo),
+                 sum(p.stat().st_size for _, p, _ in todo) / 1e6, len(results))
+    # a first load is ~90 quarters: one bar over the quarters above each quarter's own bar
+    outer = _quarters_bar(len(todo), progress and len(todo) > 1)
+    t0 = time.perf_counter()
+    try:
+        for i, (quarter, path, sha) in enumerate(todo, 1):
+            outer.set_postfix_str(str(quarter))
+            try:
+                res = ingest_zip(data_dir, path, quarter, progress=progress, validate=validate, zip_sha256=sha)
+            except PipelineError as exc:
+                if not keep_going:
+                    raise
+                log.info("%s: not ingested: %s", quarter, exc)  # the caller reports it
+                res = QuarterResult(quarter=quarter, zip_path=path, error=exc)
+            else:
+                log.info("ingested %d/%d %s (%.0f s so far)", i, len(todo), res.summary_line(),
+                         time.perf_counter() - t0)
+            outer.update()
+            results.append(res)
+    finally:
+        outer.close()
+    results.sort(key=lambda r: r.quarter)
     return results
+
+
+def _quarters_bar(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="ingest", unit="quarter", disable=None if enabled else True)

@@ -255,14 +255,15 @@ def _data_docs_enabled(flag: bool | None, default: bool) -> bool:
     return default
 
 
-class _Gx:
-    """One ephemeral GX context.
+class _GxCore:
+    """The expensive part of GX: one ephemeral context per process and results folder, with its suites,
+    dataframe assets and validation definitions, built once and reused by every later validation.
 
-    With ``docs_dir``, validation results also go to a file store beside it (``validation/gx_results``, only
-    the latest result per suite and scope is kept) and ``render=True`` turns them into Data Docs.
+    Adding a suite, an asset or a validation definition makes GX rewrite its project configuration (as YAML,
+    even for an ephemeral context): rebuilding them for every table of every quarter cost more than validating.
     """
 
-    def __init__(self, docs_dir: Path | None, render: bool = False):
+    def __init__(self, docs_dir: Path | None):
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
         logging.getLogger("great_expectations").setLevel(logging.WARNING)
         import great_expectations as gx
@@ -275,10 +276,9 @@ class _Gx:
         self.gx = gx
         self.ctx = gx.get_context(mode="ephemeral")
         self.ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-        self.docs_dir = docs_dir
-        self.render = bool(render and docs_dir is not None)
         self.memory_store = self.ctx.validation_results_store_name
         self.file_store = None
+        self.results_dir = None
         if docs_dir is not None:
             self.results_dir = docs_dir.parent / "gx_results"
             self.file_store = "faers_results"
@@ -293,9 +293,64 @@ class _Gx:
                                        # the index loads every listed result: cap it (pages stay on disk)
                                        "validation_results_limit": DATA_DOCS_INDEX_LIMIT}})
         self.source = self.ctx.data_sources.add_pandas("faers")
+        self._suites: dict[str, tuple[str, Any]] = {}            # name -> (content key, GX suite)
+        self._definitions: dict[tuple[str, str, str], Any] = {}  # (asset, suite name, content key) -> definition
+        self.built = {"suites": 0, "definitions": 0, "rebuilt": 0}
+
+    def definition(self, suite: dict, asset: str, fresh: bool = False):
+        """The validation definition of ``suite`` on ``asset`` (a whole-dataframe batch), built once
+        (``fresh=True``: build the suite and the definition again)."""
+        key = json.dumps(suite, sort_keys=True, default=str)
+        name = suite["name"]
+        have = self._suites.get(name)
+        if fresh:
+            self._definitions.pop((asset, name, key), None)
+        if have is None or have[0] != key or fresh:  # new, or the same name with other expectations: replace it
+            if have is not None:
+                self.ctx.suites.delete(name)
+            self._suites[name] = (key, self.ctx.suites.add(self.gx.ExpectationSuite(**suite)))
+            self.built["suites"] += 1
+        dkey = (asset, name, key)
+        vd = self._definitions.get(dkey)
+        if vd is None:
+            n = len(self._definitions) + 1
+            bd = self.source.add_dataframe_asset(f"{asset}#{n}").add_batch_definition_whole_dataframe("whole")
+            vd = self.ctx.validation_definitions.add(
+                self.gx.ValidationDefinition(name=f"{name}#{n}", data=bd, suite=self._suites[name][1]))
+            self._definitions[dkey] = vd
+            self.built["definitions"] += 1
+        return vd
+
+
+_CORES: dict[str, _GxCore] = {}
+
+
+def _core(docs_dir: Path | None) -> _GxCore:
+    """The process's GX core for this results folder (``FAERS_GX_REUSE=0``: a fresh one every time)."""
+    key = str(docs_dir.resolve()) if docs_dir is not None else ""
+    if os.environ.get("FAERS_GX_REUSE", "1").strip().lower() in ("0", "false", "no", "off"):
+        return _GxCore(docs_dir)
+    if key not in _CORES:
+        _CORES[key] = _GxCore(docs_dir)
+    return _CORES[key]
+
+
+class _Gx:
+    """A validation run on the process's ephemeral GX context (:class:`_GxCore`).
+
+    With ``docs_dir``, validation results also go to a file store beside it (``validation/gx_results``, only
+    the latest result per suite and scope is kept) and ``render=True`` turns them into Data Docs.
+    """
+
+    def __init__(self, docs_dir: Path | None, render: bool = False):
+        self.core = _core(docs_dir)
+        self.gx, self.ctx = self.core.gx, self.core.ctx
+        self.docs_dir = docs_dir
+        self.render = bool(render and docs_dir is not None)
+        self.memory_store, self.file_store = self.core.memory_store, self.core.file_store
+        self.results_dir = self.core.results_dir
         self._n = 0
         self._suite_names: set[str] = set()
-        self._added: set[str] = set()
 
     def run(self, suite: dict, df, *, asset: str, params: dict, run_name: str, index_columns: list | None = None,
             persist: bool = True):
@@ -304,17 +359,13 @@ class _Gx:
 
         self._n += 1
         persist = persist and self.file_store is not None
-        self.ctx.variables.validation_results_store_name = self.file_store if persist else self.memory_store
+        store = self.file_store if persist else self.memory_store
+        if self.ctx.variables.validation_results_store_name != store:  # setting it rewrites GX's config
+            self.ctx.variables.validation_results_store_name = store
         if persist:  # keep only the latest result per (suite, scope)
             shutil.rmtree(self.results_dir / suite["name"] / run_name, ignore_errors=True)
             self._suite_names.add(suite["name"])
-        if suite["name"] in self._added:  # the same suite twice in one context (e.g. re-validation)
-            self.ctx.suites.delete(suite["name"])
-        self._added.add(suite["name"])
-        gsuite = self.ctx.suites.add(self.gx.ExpectationSuite(**suite))
-        bd = self.source.add_dataframe_asset(f"{asset}#{self._n}").add_batch_definition_whole_dataframe("whole")
-        vd = self.ctx.validation_definitions.add(
-            self.gx.ValidationDefinition(name=f"{suite['name']}#{self._n}", data=bd, suite=gsuite))
+        vd = self.core.definition(suite, asset)
         # GX fingerprints every DataFrame under 1 GB with a full hash_pandas_object (0.4 s per 2 M rows) only
         # to label the batch; we label batches ourselves, so skip it for the duration of the run.
         saved = pee.HASH_THRESHOLD
@@ -326,8 +377,17 @@ class _Gx:
             if index_columns:
                 fmt = {"result_format": "SUMMARY", "partial_unexpected_count": 10,
                        "unexpected_index_column_names": list(index_columns)}
-            return vd.run(batch_parameters={"dataframe": df}, expectation_parameters=params, result_format=fmt,
+            kwargs = dict(batch_parameters={"dataframe": df}, expectation_parameters=params, result_format=fmt,
                           run_id=RunIdentifier(run_name=run_name))
+            try:
+                return vd.run(**kwargs)
+            except ValueError as exc:  # GX's ResourceFreshnessAggregateError
+                # GX now and then holds a reused suite for changed (a freshness check against its in-memory
+                # store): build the suite and definition again and run once more
+                if "Freshness" not in type(exc).__name__:
+                    raise
+                self.core.built["rebuilt"] += 1
+                return self.core.definition(suite, asset, fresh=True).run(**kwargs)
         finally:
             pee.HASH_THRESHOLD = saved
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.duck import Resources
 from pipeline.errors import PipelineError
 from pipeline.vocabulary import MGPS_LIKELIHOODS, ROLE_CODES, SUBSTANCES
 
@@ -40,6 +42,7 @@ SPEC: dict[str, Any] = {
                    "relaxed_min_suspects": "int",
                    "linkage": {"enabled": "bool", "threshold": "float", "min_reports": "int",
                                "exclude_flagged": "bool", "max_block_size": "int", "u_sample_reports": "int",
+                               "em_sample_reports": "int",
                                "em_max_iterations": "int",
                                "review_file": "str", "review_margin_bits": "float", "review_max_pairs": "int"}},
     "thresholds": {"evans_min_a": "int", "evans_min_prr": "float", "evans_min_chi2_yates": "float",
@@ -47,8 +50,8 @@ SPEC: dict[str, Any] = {
                    "ebgm_min_a": "int", "quarantine_rate_max": "float", "unmapped_share_max": "float"},
     "statistics": {"mgps_likelihood": "str", "confidence_level": "float"},
     "mgps": {"strata": "list[str]"},
-    "curation": {"null_key_tolerance": "float", "age_band_edges": "list[float]", "max_age_years": "float",
-                 "duckdb_memory_limit": "str", "duckdb_threads": "int"},
+    "curation": {"null_key_tolerance": "float", "age_band_edges": "list[float]", "max_age_years": "float"},
+    "resources": {"memory_limit": "str", "threads": "int", "temp_directory": "str"},
     # {"*": spec}: a table of free keys, each value checked against spec
     "analyses": {"hcp_occupations": "list[str]", "us_countries": "list[str]", "unknown_countries": "list[str]",
                  "top_indications": "int", "top_categories": "int", "onset_min_reports": "int",
@@ -74,6 +77,7 @@ class LinkagePolicy:
     exclude_flagged: bool
     max_block_size: int
     u_sample_reports: int
+    em_sample_reports: int
     em_max_iterations: int
     review_file: str
     review_margin_bits: float
@@ -156,8 +160,7 @@ class Config:
     null_key_tolerance: float
     age_band_edges: tuple[float, ...]
     max_age_years: float
-    duckdb_memory_limit: str
-    duckdb_threads: int
+    resources: Resources
     analyses: Analyses
     mgps_strata: tuple[str, ...] = ()  # curated report columns whose combinations stratify MGPS's E
     _raw: dict = field(default_factory=dict, repr=False, compare=False, hash=False)
@@ -280,8 +283,14 @@ def _semantic_checks(path: Path, d: dict) -> None:
     edges = c["age_band_edges"]
     if sorted(edges) != edges or len(set(edges)) != len(edges) or any(e <= 0 for e in edges):
         raise _err(path, "curation.age_band_edges", "must be strictly increasing positive numbers")
-    if c["duckdb_threads"] < 1:
-        raise _err(path, "curation.duckdb_threads", "must be >= 1")
+    r = d["resources"]
+    if r["threads"] < 1:
+        raise _err(path, "resources.threads", "must be >= 1")
+    if not re.fullmatch(r"\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)\s*", r["memory_limit"].upper()):
+        raise _err(path, "resources.memory_limit", f"must be a size such as \"4GB\" or \"512MB\", "
+                                                   f"got {r['memory_limit']!r}")
+    if not r["temp_directory"].strip():
+        raise _err(path, "resources.temp_directory", "is empty")
     dup = d["duplicates"]
     if not 0 < dup["relaxed_min_jaccard"] <= 1:
         raise _err(path, "duplicates.relaxed_min_jaccard", "must be in (0, 1]")
@@ -290,7 +299,7 @@ def _semantic_checks(path: Path, d: dict) -> None:
     lk = dup["linkage"]
     if not 0 < lk["threshold"] < 1:
         raise _err(path, "duplicates.linkage.threshold", "must be between 0 and 1")
-    for key, low in (("min_reports", 0), ("max_block_size", 2), ("u_sample_reports", 2),
+    for key, low in (("min_reports", 0), ("max_block_size", 2), ("u_sample_reports", 2), ("em_sample_reports", 1),
                      ("em_max_iterations", 1), ("review_max_pairs", 0)):
         if lk[key] < low:
             raise _err(path, f"duplicates.linkage.{key}", f"must be >= {low}")
@@ -361,8 +370,9 @@ def load_config(path: str | Path | None = None) -> Config:
         null_key_tolerance=float(cu["null_key_tolerance"]),
         age_band_edges=tuple(float(e) for e in cu["age_band_edges"]),
         max_age_years=float(cu["max_age_years"]),
-        duckdb_memory_limit=cu["duckdb_memory_limit"],
-        duckdb_threads=cu["duckdb_threads"],
+        resources=Resources(memory_limit=data["resources"]["memory_limit"].strip(),
+                            threads=data["resources"]["threads"],
+                            temp_directory=data["resources"]["temp_directory"]),
         analyses=_analyses(data["analyses"]),
         mgps_strata=tuple(data["mgps"]["strata"]),
         _raw=data,

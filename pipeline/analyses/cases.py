@@ -14,7 +14,6 @@ from __future__ import annotations
 import pandas as pd
 
 from pipeline.analyses.base import Base, sql_list, sql_str
-from pipeline.curate.extras import OUTCOME_CODES
 from pipeline.vocabulary import FAMILY
 
 CHARACTERISTICS = ("sex", "age_band", "reporter", "country", "receipt_year", "outcome", "route", "indication")

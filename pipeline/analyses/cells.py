@@ -52,7 +52,8 @@ def count_cells(con, *, pop: str, exposed: str, excluded: str, events: str, drug
                  ax AS (SELECT x.stratum, x.drug, e.event, count(*) AS n FROM x JOIN e USING (report_id) GROUP BY ALL),
                  az AS (SELECT z.stratum, z.drug, e.event, count(*) AS n FROM z JOIN e USING (report_id) GROUP BY ALL),
                  strata AS ({"SELECT stratum FROM np" if pop_by_stratum else
-                             "SELECT DISTINCT stratum FROM x UNION SELECT DISTINCT stratum FROM z"}),
+                             "SELECT DISTINCT stratum FROM x UNION SELECT DISTINCT stratum FROM z UNION "
+                             "SELECT '' WHERE NOT EXISTS (SELECT 1 FROM x) AND NOT EXISTS (SELECT 1 FROM z)"}),
                  grid AS (SELECT s.stratum, d.drug, ev.event FROM strata s, _grid_drugs d, _grid_events ev)
             SELECT g.stratum, g.drug, g.event,
                    coalesce(ax.n, 0) AS a, coalesce(nx.n, 0) AS n_x,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.analyses.base import Base, event_order, label, sql_list, sql_str
+from pipeline.analyses.base import Base, event_order, label, sql_list
 from pipeline.analyses.cells import add_stats
 
 COLUMNS = ["comparison", "population", "substance", "comparator", "pt_group", "pt", "a", "b", "c", "d", "ror",
@@ -82,4 +82,4 @@ def sources(config) -> list[dict]:
              "source": c.source} for c in config.analyses.comparators]
 
 
-__all__ = ["comparators", "sources", "COLUMNS", "sql_str"]
+__all__ = ["comparators", "sources", "COLUMNS"]

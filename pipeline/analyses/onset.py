@@ -6,8 +6,9 @@ both full, valid YYYYMMDD dates; a negative onset is excluded and counted. Media
 linear quantiles) of the kept onsets; Weibull shape and scale by maximum likelihood on onset + 1 day, with a 95 %
 Wald interval for the shape on the log scale from the observed information.
 
-Reading of the shape (Sauzet et al. 2013; Cornelius et al. 2012): upper limit < 1 = early failure (risk falls with
-time on drug), lower limit > 1 = wear-out (risk rises), an interval holding 1 = constant (random) hazard.
+Reading of the shape (Cornelius VR, Sauzet O, Evans SJW, Drug Saf 2012;35:599-610; Sauzet O et al., Drug Saf
+2013;36:995-1006): upper limit < 1 = early failure (hazard falls with time on drug), lower limit > 1 = wear-out
+(hazard rises), an interval holding 1 = constant (random) hazard.
 """
 
 from __future__ import annotations

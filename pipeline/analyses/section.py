@@ -111,6 +111,8 @@ def render_sections(results, *, manifest: dict, config) -> str:
         if s not in subs:
             continue
         by = {r["scenario"]: r for r in grp.to_dict("records")}
+        if all(int(r["a"]) == 0 for r in by.values()):
+            continue  # no report under any scenario: the row says nothing
         sens_rows.append({"substance": s, "pt_group": g,
                           "cells": [ror_cell(by[sc]) if sc in by else None for sc in SCENARIOS]})
 

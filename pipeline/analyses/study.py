@@ -12,7 +12,6 @@ Output: ``DIR/studies/<name>/study.parquet``, ``study.csv`` and ``study.json``.
 
 from __future__ import annotations
 
-import json
 import math
 import tomllib
 from pathlib import Path

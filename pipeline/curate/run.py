@@ -13,8 +13,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import duckdb
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from pipeline import duck
 from pipeline.atomic import atomic_dir
 from pipeline.curate import drugs, duplicates, extras, history, linkage, reactions, versions
 from pipeline.curate.linkage import review
@@ -34,7 +33,7 @@ from pipeline.vocabulary import FAMILY, SUBSTANCES
 log = logging.getLogger("pipeline.curate")
 
 #: bump when a rule changes, so an unchanged input is still re-curated by new code
-CURATE_VERSION = "6"
+CURATE_VERSION = "8"
 
 #: every table a curated folder holds (the case-level tables and the version history)
 ALL_TABLES = {**CURATED, **history.TABLES}
@@ -74,16 +73,6 @@ def fingerprint(data_dir: DataDir, config: Config, as_of: str | None = None) -> 
     if decisions is not None:  # the analyst's decisions are an input like the raw files
         h.update(b"|review:" + (decisions.read_bytes() if decisions.is_file() else b"<missing>"))
     return h.hexdigest()
-
-
-def _connect(config: Config, tmp: Path) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    con.execute("SET enable_progress_bar=false")
-    con.execute(f"SET memory_limit='{config.duckdb_memory_limit}'")
-    con.execute(f"SET threads={int(config.duckdb_threads)}")
-    con.execute("SET preserve_insertion_order=false")
-    con.execute(f"SET temp_directory='{tmp}'")
-    return con
 
 
 def _age_sql(config: Config) -> str:
@@ -143,17 +132,22 @@ def curate(data_dir: DataDir, config: Config, progress: bool = True, force: bool
             return {**old.get("summary", {}), "curated_dir": str(target), "changed": False}
 
     data_dir.root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".curate-spill-", dir=data_dir.root))  # DuckDB spill space
+    with duck.connect(config.resources, data_dir, label="curate", preserve_insertion_order=False) as con:
+        return _curate(con, data_dir, config, fp, as_of, progress)
+
+
+def _curate(con, data_dir: DataDir, config: Config, fp: str, as_of: str | None, progress: bool) -> dict:
     bar = tqdm(total=9, desc="curate", unit="step", disable=not progress, leave=False)
-    con = _connect(config, tmp)
     timings: dict[str, float] = {}
     clock = [time.perf_counter()]
+    t_start = clock[0]
 
     def lap(name: str) -> None:
         now = time.perf_counter()
         timings[name] = round(now - clock[0], 2)
         clock[0] = now
         bar.update()
+        log.info("curate: %s done in %.1fs (%.1fs so far)", name, timings[name], now - t_start)
 
     try:
         bar.set_postfix_str("keys")
@@ -162,6 +156,8 @@ def curate(data_dir: DataDir, config: Config, progress: bool = True, force: bool
         lap("keys")
         bar.set_postfix_str("versions")
         counts = versions.collapse(con)
+        log.info("curate: %s raw DEMO rows -> %s live -> %s kept cases", f"{counts['raw']:,}",
+                 f"{counts['live']:,}", f"{counts['kept']:,}")
         history_summary = history.build_spans(con)
         history.build_version_children(con, config)  # before the main builders, which overwrite its temp tables
         lap("versions")
@@ -211,9 +207,7 @@ def curate(data_dir: DataDir, config: Config, progress: bool = True, force: bool
         lap("write")
         summary["timings_s"] = timings
     finally:
-        con.close()
         bar.close()
-        shutil.rmtree(tmp, ignore_errors=True)
     return summary
 
 

@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline import duck
 from pipeline.atomic import atomic_path, sha256_file, write_json, write_parquet
 from pipeline.errors import PipelineError
 from pipeline.layout import DataDir
@@ -346,10 +347,10 @@ def detect_synthetic(data_dir: DataDir, inputs: list[dict] | None = None) -> dic
 # counting
 # ------------------------------------------------------------------------------------------------------------
 
-def _connect() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    con.execute("SET enable_progress_bar=false")
-    return con
+def _connect(config, data_dir: DataDir) -> duckdb.DuckDBPyConnection:
+    resources = getattr(config, "resources", None)
+    duck.configure(resources, data_dir)  # the 2x2 counting opens its own connection with the same limits
+    return duck.open_connection(resources, data_dir, label="signals")
 
 
 def _register_inputs(con, cur: Path, config, params: dict) -> dict:
@@ -571,7 +572,7 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
         final = data_dir.reports / run_id
 
     bar = _progress(7, progress)
-    con = _connect()
+    con = _connect(config, data_dir)
     staging_root = data_dir.root / ".reports-staging"
     staging = staging_root / run_id
     try:
@@ -760,7 +761,7 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
         how = _update_latest(data_dir.reports, run_id)
     finally:
         bar.close()
-        con.close()
+        duck.close(con)
         shutil.rmtree(staging, ignore_errors=True)
         with contextlib.suppress(OSError):
             staging_root.rmdir()

@@ -94,13 +94,14 @@ what a correct pipeline must find in them.</p>
 """
 
 
-def write_mirror(out: Path, quarters: list[Quarter] | None, reports_per_quarter: int = 2000, seed: int = 20240101,
+def write_mirror(out: Path, quarters: list[Quarter] | None, reports_per_quarter: int | dict = 2000, seed: int = 20240101,
                  progress: bool = True, compresslevel: int = 6, demo_duplicates: float = 0.0,
                  duplicate_variants: bool = False) -> dict:
     """Write a synthetic FAERS mirror into ``out``; returns a summary (``quarters``, ``reports_total``, ...).
 
     ``compresslevel``: zip deflate level (6 gives FDA-like zip sizes). ``demo_duplicates``: share of DEMO rows
     written twice as exact duplicates (default 0: the raw validation suite rejects a repeated primaryid).
+    ``reports_per_quarter`` may be ``{quarter label: DEMO rows}`` (e.g. FDA's real volumes, bench/bench_history.py).
     ``duplicate_variants``: more cross-company duplicates (6 % of new cases), each reported the way another
     company would (fields missing, dates off by days, a PT added or dropped, other product names); truth.json then
     also lists ``cases.patient_groups`` (every group of one patient). Off by default: the output is unchanged.
@@ -112,7 +113,13 @@ def write_mirror(out: Path, quarters: list[Quarter] | None, reports_per_quarter:
 
     if not quarters:
         raise PipelineError("sample: no quarters given (e.g. --quarters 2023Q1:2024Q4)")
-    if reports_per_quarter is None or int(reports_per_quarter) < 20:
+    per_quarter = reports_per_quarter if isinstance(reports_per_quarter, dict) else None
+    if per_quarter is not None:
+        missing = [str(q) for q in (quarters or []) if str(q) not in per_quarter]
+        if missing or min(per_quarter.values(), default=0) < 20:
+            raise PipelineError(f"sample: reports per quarter must be given (>= 20) for every quarter "
+                                f"(missing: {', '.join(missing[:5]) or 'none'})")
+    elif reports_per_quarter is None or int(reports_per_quarter) < 20:
         raise PipelineError(f"sample: --reports-per-quarter must be at least 20 (got {reports_per_quarter})")
     if Quarter(2004, 1) > min(quarters):
         raise PipelineError(f"sample: FAERS quarterly files start in 2004Q1 (got {min(quarters)})")
@@ -120,7 +127,7 @@ def write_mirror(out: Path, quarters: list[Quarter] | None, reports_per_quarter:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    model = Model(quarters, int(reports_per_quarter), int(seed), demo_duplicates=demo_duplicates,
+    model = Model(quarters, per_quarter or int(reports_per_quarter), int(seed), demo_duplicates=demo_duplicates,
                   duplicate_variants=duplicate_variants)
     truth = model.truth()
     t_model = time.perf_counter() - t0
@@ -164,7 +171,8 @@ def write_mirror(out: Path, quarters: list[Quarter] | None, reports_per_quarter:
         "generator": GENERATOR,
         "seed": int(seed),
         "quarters": [str(q) for q in quarters],
-        "reports_per_quarter": int(reports_per_quarter),
+        "reports_per_quarter": ({str(q): int(per_quarter[str(q)]) for q in quarters} if per_quarter
+                                else int(reports_per_quarter)),
         "demo_duplicate_rate": float(demo_duplicates),
         "zips": zips,
         "files": files,

@@ -68,7 +68,7 @@ class Model:
     #: with ``duplicate_variants``: share of new cases that are another company's report of an earlier patient
     P_CLONE_VARIANTS = 0.06
 
-    def __init__(self, quarters: list[Quarter], reports_per_quarter: int, seed: int,
+    def __init__(self, quarters: list[Quarter], reports_per_quarter, seed: int,
                  demo_duplicates: float | None = None, duplicate_variants: bool = False):
         if demo_duplicates is not None:
             self.P_DEMO_DUP = float(demo_duplicates)
@@ -76,7 +76,12 @@ class Model:
         if self.duplicate_variants:
             self.P_CLONE = self.P_CLONE_VARIANTS
         self.quarters = sorted(quarters)
-        self.N = int(reports_per_quarter)
+        # an int, or {quarter label: DEMO rows} (real FDA volumes vary 30-fold across the history)
+        if isinstance(reports_per_quarter, dict):
+            self.N_q = [int(reports_per_quarter[str(q)]) for q in self.quarters]
+        else:
+            self.N_q = [int(reports_per_quarter)] * len(self.quarters)
+        self.N = max(self.N_q)
         self.seed = int(seed)
         self.rng = np.random.default_rng([self.seed, 0x5EED])
         self.products = cat.Products()
@@ -298,6 +303,7 @@ class Model:
         self.demo_dups: list[np.ndarray] = []
         special = None
         for qi, q in enumerate(Q):
+            N = self.N_q[qi]
             q0 = qstart(q)
             qlen = qstart(q.next()) - q0
             # ---- follow-ups scheduled for this quarter
@@ -600,7 +606,7 @@ class Model:
             if q < Quarter(2019, 1):
                 continue
             cand = np.flatnonzero((self.case_last_q <= qi) & ~protected)
-            k = min(len(cand), max(1, int(round(self.P_DELETE * self.N))))
+            k = min(len(cand), max(1, int(round(self.P_DELETE * self.N_q[qi]))))
             chosen = self.case["caseid"][rng.choice(cand, k, replace=False)] if k else np.zeros(0, np.int64)
             extra_dup = chosen[rng.random(len(chosen)) < 0.05]
             overlap = prev_list[:1]

@@ -4,7 +4,6 @@ Chromium renders them when it is installed."""
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import pandas as pd
 import pytest

@@ -241,3 +241,26 @@ def test_by_use_brute_force(analysed, config):
     # the categories partition ketamine's reports
     cat = bu[(bu["stratum_by"] == "indication_category") & (bu["pt_group"] == "dissociation")]
     assert (cat["a"] + cat["b"]).sum() == len(f.exposed("ketamine"))
+
+
+def test_no_exposed_report_still_gives_the_main_rows(analysed, config, tmp_path):
+    """A substance nobody reports (arketamine is absent from the fixture): every focus row has a = b = 0 and main
+    still equals signals."""
+    import shutil
+
+    from pipeline.reports import build_report
+
+    root, _, _ = analysed
+    data = tmp_path / "data"
+    shutil.copytree(root / "curated", data / "curated")
+    res = build_report(data, config, substances=["arketamine"])
+    from pathlib import Path
+
+    d = Path(res["report_dir"])
+    sens, sig = _read(d, "sensitivity"), _read(d, "signals")
+    main = sens[sens["scenario"] == "main"]
+    assert len(main) and (main["a"] == 0).all() and (main["b"] == 0).all()
+    sig_focus = sig[sig["pt_group"].notna()]
+    assert len(main[main["pt"].isna()]) == len(sig_focus)
+    assert set(main["n_total"]) == set(sig["n_total"])
+    assert len(_read(d, "outcomes")) == 0 and len(_read(d, "onset")) == 0
