@@ -42,6 +42,7 @@ SPEC: dict[str, Any] = {
                    "relaxed_min_suspects": "int",
                    "linkage": {"enabled": "bool", "threshold": "float", "min_reports": "int",
                                "exclude_flagged": "bool", "max_block_size": "int", "u_sample_reports": "int",
+                               "em_sample_reports": "int",
                                "em_max_iterations": "int",
                                "review_file": "str", "review_margin_bits": "float", "review_max_pairs": "int"}},
     "thresholds": {"evans_min_a": "int", "evans_min_prr": "float", "evans_min_chi2_yates": "float",
@@ -76,6 +77,7 @@ class LinkagePolicy:
     exclude_flagged: bool
     max_block_size: int
     u_sample_reports: int
+    em_sample_reports: int
     em_max_iterations: int
     review_file: str
     review_margin_bits: float
@@ -297,7 +299,7 @@ def _semantic_checks(path: Path, d: dict) -> None:
     lk = dup["linkage"]
     if not 0 < lk["threshold"] < 1:
         raise _err(path, "duplicates.linkage.threshold", "must be between 0 and 1")
-    for key, low in (("min_reports", 0), ("max_block_size", 2), ("u_sample_reports", 2),
+    for key, low in (("min_reports", 0), ("max_block_size", 2), ("u_sample_reports", 2), ("em_sample_reports", 1),
                      ("em_max_iterations", 1), ("review_max_pairs", 0)):
         if lk[key] < low:
             raise _err(path, f"duplicates.linkage.{key}", f"must be >= {low}")

@@ -170,7 +170,57 @@ def count_rows(rows, *, strata=None, strata_cols=None) -> pa.Table:
     if strata is not None and strata_cols:
         st = _as_arrow(strata, "strata", ("report_id", *strata_cols))
         strata = st
+    if strata is None:
+        fast = _count_rows_numpy(_as_arrow(rows, "rows", ("report_id", "drug", "event")))
+        if fast is not None:
+            return fast
     return count_pairs(None, None, strata=strata, strata_cols=strata_cols, rows=rows)
+
+
+def _count_rows_numpy(t: pa.Table) -> pa.Table | None:
+    """:func:`count_rows` without strata on integer codes: dictionary-encode the three columns, take distinct
+    (report, drug, event) by sorting one packed int64 key, then margins by bincount of the distinct (report, drug)
+    and (report, event) keys. Same result and order as the SQL path (which it replaces when the key fits in 63
+    bits), at a fraction of its CPU time."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from .frequentist import unique_sorted as uniq
+
+    t = t.filter(pc.and_(pc.is_valid(t.column("drug")), pc.is_valid(t.column("event"))))
+
+    def codes(col, cast=False):
+        arr = t.column(col)
+        if cast and not pa.types.is_string(arr.type):
+            arr = pc.cast(arr, pa.string())
+        enc = pc.dictionary_encode(arr).combine_chunks()
+        return enc.indices.to_numpy(zero_copy_only=False).astype(np.int64), enc.dictionary
+
+    r, _ = codes("report_id")
+    d, d_names = codes("drug", cast=True)
+    e, e_names = codes("event", cast=True)
+    nr, nd, ne = max(int(r.max(initial=-1)) + 1, 1), max(len(d_names), 1), max(len(e_names), 1)
+    if float(nr) * nd * ne >= 2.0 ** 62:
+        return None
+    u = uniq((r * nd + d) * ne + e)
+    ue, rd = u % ne, u // ne
+    ud, ur = rd % nd, rd // nd
+    n_total = int(uniq(ur).size)
+    n_drug = np.bincount(uniq(rd) % nd, minlength=nd)
+    n_event = np.bincount(uniq(ur * ne + ue) % ne, minlength=ne)
+    pair, a = uniq(ud * ne + ue, return_counts=True)
+    pd_, pe = pair // ne, pair % ne
+    # order by drug name, then event name (as the SQL path's ORDER BY)
+    d_rank = np.empty(nd, np.int64)
+    d_rank[np.argsort(np.asarray(d_names.to_pylist(), dtype=object), kind="stable")] = np.arange(nd)
+    e_rank = np.empty(ne, np.int64)
+    e_rank[np.argsort(np.asarray(e_names.to_pylist(), dtype=object), kind="stable")] = np.arange(ne)
+    order = np.lexsort((e_rank[pe], d_rank[pd_]))
+    pd_, pe, a = pd_[order], pe[order], a[order]
+    return pa.table({"drug": d_names.take(pa.array(pd_)), "event": e_names.take(pa.array(pe)),
+                     "a": pa.array(a.astype(np.int64)), "n_drug": pa.array(n_drug[pd_].astype(np.int64)),
+                     "n_event": pa.array(n_event[pe].astype(np.int64)),
+                     "n_total": pa.array(np.full(len(a), n_total, dtype=np.int64))})
 
 
 def _stratified_sql(con, base_sql: str, cols: tuple[str, ...]) -> tuple[str, list[str]]:

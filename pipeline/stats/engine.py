@@ -74,7 +74,7 @@ def signal_flags(df: pd.DataFrame, t: Thresholds) -> dict[str, np.ndarray]:
     }
 
 
-def validate_counts(counts) -> pd.DataFrame:
+def validate_counts(counts, *, check_unique: bool = True) -> pd.DataFrame:
     """Check a counts table and return it as a DataFrame with int64 counts; PipelineError with a reason if bad."""
     if isinstance(counts, pa.Table):
         df = counts.to_pandas()
@@ -123,6 +123,8 @@ def validate_counts(counts) -> pd.DataFrame:
             i = int(np.argmax(mask.to_numpy()))
             raise PipelineError(f"counts: {what} in {int(mask.sum())} row(s), e.g. drug={out['drug'].iat[i]!r} "
                                 f"event={out['event'].iat[i]!r}")
+    if not check_unique:  # counts built by count_pairs/count_rows: one row per pair by construction
+        return out
     # one row per (drug, event): check on integer codes, much cheaper than hashing string pairs
     dcode, _ = pd.factorize(out["drug"])
     ecode, euniq = pd.factorize(out["event"])
@@ -152,7 +154,7 @@ def _posterior(fit: MgpsFit, a: np.ndarray, e: np.ndarray) -> dict[str, np.ndarr
 def disproportionality(counts, *, confidence_level: float = 0.95, thresholds: Thresholds | Mapping | None = None,
                        mgps_likelihood: str = "openebgm", mgps_fit: MgpsFit | None = None,
                        haldane: bool = False, mgps_fit_crude: MgpsFit | None = None,
-                       q_family=None) -> tuple[pd.DataFrame, MgpsFit]:
+                       q_family=None, check_unique: bool = True) -> tuple[pd.DataFrame, MgpsFit]:
     """All disproportionality statistics and signal flags for a counts table.
 
     Parameters
@@ -176,6 +178,8 @@ def disproportionality(counts, *, confidence_level: float = 0.95, thresholds: Th
     q_family : array_like, optional
         One key per row: ``fisher_q`` is Benjamini–Hochberg within each key over the rows with a ≥ 1 (NaN where
         a = 0). Default: the drug.
+    check_unique : bool
+        Check that each (drug, event) has one row (skip only for counts this package built).
     haldane : bool
         Add 0.5 to all four cells only for the statistic that is otherwise undefined (ROR when b·c = 0, PRR when
         c = 0). Off by default.
@@ -200,7 +204,7 @@ def disproportionality(counts, *, confidence_level: float = 0.95, thresholds: Th
     if not 0.0 < float(confidence_level) < 1.0:
         raise PipelineError(f"confidence level must be in (0, 1), got {confidence_level}")
     t = thresholds if isinstance(thresholds, Thresholds) else Thresholds.from_mapping(thresholds)
-    df = validate_counts(counts)
+    df = validate_counts(counts, check_unique=check_unique)
     a = df["a"].to_numpy(np.int64)
     b = df["n_drug"].to_numpy(np.int64) - a
     c = df["n_event"].to_numpy(np.int64) - a
@@ -227,7 +231,7 @@ def disproportionality(counts, *, confidence_level: float = 0.95, thresholds: Th
         res[k] = v
     res["n_drug"] = df["n_drug"].to_numpy(np.int64)
     res["n_event"] = df["n_event"].to_numpy(np.int64)
-    family = df["drug"].to_numpy() if q_family is None else np.asarray(q_family)
+    family = pd.factorize(df["drug"])[0] if q_family is None else pd.factorize(pd.Series(q_family))[0]
     res["fisher_q"] = fq.bh_qvalues_by(res["fisher_p"].to_numpy(), family, a >= 1)
     res["qn"] = post["qn"]
     if stratified:

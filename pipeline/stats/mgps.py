@@ -49,14 +49,15 @@ __all__ = [
 
 LIKELIHOODS = ("openebgm", "conditional", "zero-inclusive")
 
-# openEBGM vignette starts (α1, β1, α2, β2, P), DuMouchel's 1999 FDA-SRS prior (a start only), and a start with a
-# concentrated component at λ = 1 (the shape of a quiet background: most pairs reported as expected).
+# openEBGM vignette starts (α1, β1, α2, β2, P), DuMouchel's 1999 FDA-SRS prior (a start only), and a start next to
+# the point-mass boundary at λ = 1 (a quiet background: most pairs reported as expected; the likelihood is flat in
+# α along that ridge, so a start far from it crawls).
 DEFAULT_STARTS: tuple[tuple[float, ...], ...] = (
     (0.2, 0.1, 2.0, 4.0, 1 / 3),
     (0.1, 0.2, 10.0, 10.0, 0.2),
     (0.3, 0.5, 6.0, 6.0, 0.5),
     (0.2041, 0.05816, 1.415, 1.838, 0.0969),
-    (0.5, 0.25, 50.0, 50.0, 0.1),
+    (2.0, 0.01, 1e8, 1e8, 0.001),
 )
 # Two starts agree when −log L differs by at most ``neg_loglik`` (absolute) and EBGM and EB05 by at most
 # ``ebgm``/``eb05`` (maximum relative difference over all points).
@@ -244,7 +245,9 @@ class _Data:
         self.e = np.asarray(e, dtype=np.float64)
         self.w = np.asarray(w, dtype=np.float64)
         self.n_star = int(n_star)
-        self.un, self.inv = np.unique(self.n, return_inverse=True)
+        from .frequentist import unique_sorted
+
+        self.un, self.inv = unique_sorted(self.n, return_inverse=True)
         self.inv = self.inv.reshape(self.n.shape)
         # the α- and μ-free part of every log-pmf: n·log E − lgamma(n + 1)
         self.const = float(np.sum(self.w * (special.xlogy(self.n, self.e) - special.gammaln(self.n + 1.0))))
@@ -549,8 +552,13 @@ def fit_points(points: MgpsPoints, likelihood: str = "openebgm", n_star: int = 1
     than :data:`EXPLORE_MAX_POINTS` distinct points the starts run on a binned copy (E pooled within ±1 %) and the
     best one is re-optimised on the exact points, so the accepted θ maximises the exact likelihood. The best is
     polished with Nelder–Mead; the other starts are then compared with it by −log L and by EBGM/EB05 over all
-    points (:data:`AGREEMENT`).
+    points (:data:`AGREEMENT`; above :data:`EXPLORE_MAX_POINTS` points, over the binned copy).
     """
+    with _single_blas_thread():
+        return _fit_points(points, likelihood, n_star, starts, maxiter)
+
+
+def _fit_points(points, likelihood, n_star, starts, maxiter) -> MgpsFit:
     t0 = time.perf_counter()
     warnings: list[str] = []
     if len(points) < 5 or points.w.sum() < 10:
@@ -609,21 +617,24 @@ def fit_points(points: MgpsPoints, likelihood: str = "openebgm", n_star: int = 1
         x_final = r.x
     theta = _to_theta(x_final)
     value = _negll_x(x_final, d, likelihood)[0]
+    f_explore = min(f_best, nm.fun * scale)
     if not np.isfinite(value):
         converged = False
 
     # agreement: the other converged starts against the accepted optimum, by −log L and by EBGM/EB05
-    sel = points.n >= 1 if np.any(points.n >= 1) else np.ones(len(points), bool)
-    pn, pe = points.n[sel].astype(np.float64), points.e[sel]
+    # summaries over every distinct (N, E) point with N >= 1 (on a large table: its binned copy, E within ±1 %)
+    ps = d_explore if staged else d
+    sel = ps.n >= 1 if np.any(ps.n >= 1) else np.ones(ps.n.size, bool)
+    pn, pe = ps.n[sel], ps.e[sel]
     gm_best, lo_best = _summaries(theta, pn, pe)
     agreement = False
     for r in results:
         r["delta_neg_loglik"] = None
-        if r is best or not r["converged"]:
+        if r is best or not r["converged"] or agreement:  # one agreeing start is enough: spare the rest
             continue
-        nll = _negll_x(r["x"], d, likelihood)[0] if staged else r["neg_loglik"]
-        r["delta_neg_loglik"] = float(nll - value)
-        if abs(nll - value) > AGREEMENT["neg_loglik"]:
+        # −log L on the objective the starts were optimised on (the binned copy when staged)
+        r["delta_neg_loglik"] = float(r["neg_loglik"] - f_explore)
+        if abs(r["delta_neg_loglik"]) > AGREEMENT["neg_loglik"]:
             continue
         gm, lo = _summaries(_to_theta(r["x"]), pn, pe)
         r["ebgm_max_rel_diff"], r["eb05_max_rel_diff"] = _max_rel(gm, gm_best), _max_rel(lo, lo_best)
@@ -699,8 +710,7 @@ def fit_mgps(counts, likelihood: str = "openebgm", *, n_star: int = 1, starts=DE
     2017;9:499-519 (multi-start ``autoHyper``).
     """
     points = group_points(counts, likelihood, n_star)
-    with _single_blas_thread():
-        return fit_points(points, likelihood, n_star if likelihood != "zero-inclusive" else 0, starts)
+    return fit_points(points, likelihood, n_star if likelihood != "zero-inclusive" else 0, starts)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -761,7 +771,9 @@ def eb_quantile(theta, n, e, prob: float, qn=None, rtol: float = 1e-8, maxiter: 
     q = _qn(theta, n, e) if qn is None else np.asarray(qn, dtype=np.float64)
     mu1, mu2 = a1 / b1, a2 / b2
     # shape-only terms once per distinct N
-    un, inv = np.unique(n, return_inverse=True)
+    from .frequentist import unique_sorted
+
+    un, inv = unique_sorted(n, return_inverse=True)
     inv = inv.reshape(n.shape)
     g1, g2 = special.gammaincinv(a1 + un, prob)[inv], special.gammaincinv(a2 + un, prob)[inv]
     s1, s2 = a1 + n, a2 + n

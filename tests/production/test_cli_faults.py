@@ -73,31 +73,47 @@ def _published_files_are_whole(data_dir: Path) -> None:
             assert dd.raw_part(table, q).is_file(), (q, table)
 
 
+#: where each stage of a run leaves its unfinished work (what a SIGKILL there leaves behind)
+STAGES = (("ingest", ".staging"), ("curate", ".curated.*.tmp"), ("report", ".reports-staging"))
+
+
+def _wait_for(folder: Path, pattern: str, proc: subprocess.Popen, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(folder.glob(pattern)):
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def test_run_killed_at_random_points_then_rerun_equals_an_uninterrupted_run(reference, tmp_path):
+    """SIGKILL inside each stage in turn (ingest, curation, report), at a seeded random delay after the stage began;
+    every attempt resumes the previous one's work. Then one rerun must equal an uninterrupted run."""
     rng = random.Random(SEED)
     data = tmp_path / "data"
-    total = reference["seconds"]
     kills = []
-    # three SIGKILLs, each a seeded random share of an uninterrupted run's time after its attempt started: the
-    # attempts move on through fetch/ingest, curation and the report, since every rerun skips finished work
-    for lo, hi in ((0.10, 0.30), (0.20, 0.45), (0.25, 0.60)):
-        at = rng.uniform(lo, hi) * total
+    for stage, marker in STAGES:
+        delay = rng.uniform(0.0, 0.8)
         proc = subprocess.Popen(_cmd("run", "--source", str(reference["mirror"]), "--data-dir", str(data)),
                                 cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            proc.wait(timeout=at)
-            kills.append((round(at, 1), "finished first"))
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            kills.append((round(at, 1), "killed"))
+            if _wait_for(data, marker, proc, 300):
+                time.sleep(delay)
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGKILL)
+                    kills.append((stage, round(delay, 2), "killed"))
+            proc.wait(timeout=300)
+        finally:
+            proc.kill()
+        if not kills or kills[-1][0] != stage:
+            kills.append((stage, round(delay, 2), "finished first"))
         _published_files_are_whole(data)
-    assert any(k == "killed" for _, k in kills), kills
+    assert [k for _, _, k in kills].count("killed") >= 2, kills
     final = _run("run", "--source", str(reference["mirror"]), "--data-dir", str(data))
     assert final.returncode == 0, final.stderr
     assert outcome(data) == reference["outcome"], kills
     assert leftovers(data) == [], kills
-    print(f"\nSIGKILL points (s after each attempt's start): {kills}")
+    print(f"\nSIGKILL points (stage, seconds after it began): {kills}")
 
 
 def _stderr_line(proc: subprocess.Popen, needle: str, timeout: float) -> str:

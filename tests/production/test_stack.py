@@ -89,10 +89,14 @@ def test_faers_ingest_fans_out_over_both_workers_and_the_report_follows(stack, i
 
 def test_signals_page_needs_login_and_dag_permission(stack, integration_run):
     """FAB auth manager: anonymous 401, a user whose role may not read DAGs 403, a Viewer 200."""
-    stack.airflow("roles", "create", "NoDags")
+    # FAB's own REST API (the CLI would do the same in seconds per call, not milliseconds)
+    status, out = stack.request("POST", "/auth/fab/v1/roles", {"name": "NoDags", "actions": []})
+    assert status in (200, 201), (status, out)
     for user, role in (("nodags", "NoDags"), ("viewer", "Viewer")):
-        stack.airflow("users", "create", "--username", user, "--password", f"{user}-pw-1", "--role", role,
-                      "--email", f"{user}@localhost", "--firstname", user, "--lastname", "test")
+        status, out = stack.request("POST", "/auth/fab/v1/users", {
+            "username": user, "password": f"{user}-pw-1", "roles": [{"name": role}], "email": f"{user}@localhost",
+            "first_name": user, "last_name": "test"})
+        assert status in (200, 201), (status, out)
     nodags, viewer = stack.login("nodags", "nodags-pw-1"), stack.login("viewer", "viewer-pw-1")
     for path in ("/faers-signals/", "/faers-signals/report", "/faers-signals/signals.json"):
         assert stack.request("GET", path, token=None)[0] == 401, path

@@ -89,7 +89,9 @@ def link(con, policy, rule_edges: np.ndarray) -> tuple[np.ndarray, dict]:
     # m: EM on training blocks, each estimating the comparisons it does not block on; averaged over sessions
     sessions = {}
     for tname, (fields, blocked) in blocking.TRAINING.items():
-        n_pairs = blocking.block_pairs(con, fields, policy.max_block_size, "lk_train")
+        # training needs thousands of pairs, not all: whole blocks sampled by key hash, larger blocks allowed
+        n_pairs = blocking.block_pairs(con, fields, 4 * policy.max_block_size, "lk_train",
+                                       sample_mod=max(1, math.ceil(n / policy.em_sample_reports)))
         comparisons.compare(con, "lk_train", "lk_cmp_train")
         G, c = _patterns(con, table="lk_cmp_train")
         active = [k not in blocked for k in names]

@@ -17,7 +17,6 @@ BLOCKS: dict[str, tuple[str, ...]] = {
     "mfr_num": ("mfr_num",),
     "suspects_pts": ("sus_h", "pts_h"),
     "age_sex_suspect": ("CAST(round(age) AS INTEGER)", "sex", "sus1"),
-    "date_suspect": ("ev", "sus1"),
     "suspects_year": ("sus_h", "ev_y"),
     "suspects_age": ("sus_h", "CAST(round(age) AS INTEGER)"),
     "suspects_sex_country": ("sus_h", "sex", "country"),
@@ -27,17 +26,19 @@ BLOCKS: dict[str, tuple[str, ...]] = {
 #: training blocks for EM (as splink does): each estimates m for every comparison except those it blocks on
 TRAINING: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "same_suspects_and_pts": (("sus_h", "pts_h"), ("suspects", "pts")),
-    "same_day_and_sex": (("CASE WHEN ev_prec = 3 THEN ev END", "sex"), ("event_date", "sex")),
+    "same_day_sex_age": (("CASE WHEN ev_prec = 3 THEN ev END", "sex", "CAST(floor(age / 10) AS INTEGER)"),
+                         ("event_date", "sex", "age")),
 }
 
 
-def block_pairs(con, fields: tuple[str, ...], max_block_size: int, out: str) -> int:
-    """Temp table ``out(a, b)``: pairs sharing all ``fields`` (non-NULL), blocks of <= ``max_block_size``."""
+def block_pairs(con, fields: tuple[str, ...], max_block_size: int, out: str, sample_mod: int = 1) -> int:
+    """Temp table ``out(a, b)``: pairs sharing all ``fields`` (non-NULL), blocks of <= ``max_block_size``; with
+    ``sample_mod`` > 1 only the blocks whose key hash is divisible by it (whole blocks, so matches stay together)."""
     key = f"hash({', '.join(fields)})"
     cond = " AND ".join(f"({f}) IS NOT NULL" for f in fields)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE {out} AS
-        WITH k AS (SELECT report_id, {key} AS k FROM lk_rec WHERE {cond}),
+        WITH k AS (SELECT report_id, {key} AS k FROM lk_rec WHERE {cond} AND {key} % {int(sample_mod)} = 0),
              ok AS (SELECT k FROM k GROUP BY k HAVING count(*) BETWEEN 2 AND {int(max_block_size)}),
              kk AS (SELECT * FROM k SEMI JOIN ok USING (k))
         SELECT x.report_id AS a, y.report_id AS b FROM kk x JOIN kk y ON x.k = y.k AND x.report_id < y.report_id""")

@@ -30,8 +30,7 @@ TF: dict[str, tuple[str, int]] = {
 }
 
 
-def _jaccard_level(x: str, y: str) -> str:
-    inter = f"len(list_intersect({x}, {y}))"
+def _jaccard_level(inter: str, x: str, y: str) -> str:
     jac = f"{inter} / (len({x}) + len({y}) - {inter})"
     return f"CASE WHEN {inter} = 0 THEN 0 WHEN {jac} < 0.5 THEN 1 WHEN {jac} < 1 THEN 2 ELSE 3 END"
 
@@ -48,8 +47,9 @@ _SQL = {
     "country": "CASE WHEN x.country IS NULL OR y.country IS NULL THEN NULL WHEN x.country = y.country THEN 1 ELSE 0 END",
     "weight": """CASE WHEN x.wt IS NULL OR y.wt IS NULL THEN NULL WHEN abs(x.wt - y.wt) <= 1 THEN 2
         WHEN abs(x.wt - y.wt) <= 5 THEN 1 ELSE 0 END""",
-    "suspects": _jaccard_level("x.sus", "y.sus"),
-    "pts": _jaccard_level("x.pts", "y.pts"),
+    # the intersections are computed once per pair (columns ni_sus, ni_pts below)
+    "suspects": _jaccard_level("ni_sus", "x.sus", "y.sus"),
+    "pts": _jaccard_level("ni_pts", "x.pts", "y.pts"),
     "sender": """CASE WHEN x.sndr IS NULL OR y.sndr IS NULL THEN NULL
         WHEN x.sndr = y.sndr AND x.mfr_num = y.mfr_num THEN 2 WHEN x.sndr = y.sndr THEN 1 ELSE 0 END""",
     "received": """CASE WHEN x.rcv IS NULL OR y.rcv IS NULL THEN NULL WHEN abs(x.rcv - y.rcv) <= 30 THEN 2
@@ -60,19 +60,16 @@ _SQL = {
 def compare(con, pairs: str = "lk_pairs", out: str = "lk_cmp") -> None:
     """Create ``out(a, b, g_<comparison>..., tf_ev, tf_country, tf_sus, tf_pts)`` from the pairs table ``pairs``."""
     gammas = ",\n               ".join(f"({sql})::TINYINT AS g_{name}" for name, sql in _SQL.items())
+    # one pass: pairs joined to both records and to the term-frequency tables of the values they agree on
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE {out} AS
-        SELECT p.a, p.b,
-               {gammas},
-               CASE WHEN x.ev_prec = 3 AND x.ev_day = y.ev_day THEN x.ev_day END AS same_day,
-               CASE WHEN x.country = y.country THEN x.country END AS same_country,
-               CASE WHEN x.sus_h = y.sus_h THEN x.sus_h END AS same_sus,
-               CASE WHEN x.pts_h = y.pts_h THEN x.pts_h END AS same_pts
-        FROM {pairs} p JOIN lk_rec x ON x.report_id = p.a JOIN lk_rec y ON y.report_id = p.b""")
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE {out} AS
-        SELECT c.* EXCLUDE (same_day, same_country, same_sus, same_pts),
-               e.ltf AS tf_ev, k.ltf AS tf_country, s.ltf AS tf_sus, t.ltf AS tf_pts
-        FROM {out} c LEFT JOIN lk_tf_ev e ON e.ev_day = c.same_day
-        LEFT JOIN lk_tf_country k ON k.country = c.same_country
-        LEFT JOIN lk_tf_sus s ON s.sus_h = c.same_sus LEFT JOIN lk_tf_pts t ON t.pts_h = c.same_pts""")
+        SELECT * EXCLUDE (ni_sus, ni_pts) FROM (
+            SELECT p.a, p.b,
+                   len(list_intersect(x.sus, y.sus)) AS ni_sus, len(list_intersect(x.pts, y.pts)) AS ni_pts,
+                   {gammas},
+                   e.ltf AS tf_ev, k.ltf AS tf_country, s.ltf AS tf_sus, t.ltf AS tf_pts
+            FROM {pairs} p JOIN lk_rec x ON x.report_id = p.a JOIN lk_rec y ON y.report_id = p.b
+            LEFT JOIN lk_tf_ev e ON e.ev_day = x.ev_day AND x.ev_prec = 3 AND y.ev_day = x.ev_day
+            LEFT JOIN lk_tf_country k ON k.country = x.country AND y.country = x.country
+            LEFT JOIN lk_tf_sus s ON s.sus_h = x.sus_h AND y.sus_h = x.sus_h
+            LEFT JOIN lk_tf_pts t ON t.pts_h = x.pts_h AND y.pts_h = x.pts_h)""")
