@@ -297,6 +297,7 @@ class _GxCore:
         self._suites: dict[str, tuple[str, Any]] = {}            # name -> (content key, GX suite)
         self._definitions: dict[tuple[str, str, str], Any] = {}  # (asset, suite name, content key) -> definition
         self.built = {"suites": 0, "definitions": 0, "rebuilt": 0}
+        self._serial = 0
 
     def definition(self, suite: dict, asset: str, fresh: bool = False):
         """The validation definition of ``suite`` on ``asset`` (a whole-dataframe batch), built once
@@ -314,7 +315,8 @@ class _GxCore:
         dkey = (asset, name, key)
         vd = self._definitions.get(dkey)
         if vd is None:
-            n = len(self._definitions) + 1
+            self._serial += 1  # GX names must never repeat, also after a rebuild
+            n = self._serial
             bd = self.source.add_dataframe_asset(f"{asset}#{n}").add_batch_definition_whole_dataframe("whole")
             vd = self.ctx.validation_definitions.add(
                 self.gx.ValidationDefinition(name=f"{name}#{n}", data=bd, suite=self._suites[name][1]))

@@ -1,0 +1,47 @@
+"""Raw validation reuses one GX context per process: same results as a fresh context, and a suite rebuilt after
+GX holds it for stale never collides with an earlier asset name."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline import quality
+from pipeline.layout import DataDir
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    from pipeline.ingest import ingest
+    from pipeline.quarters import parse_range
+    from pipeline.sources import fetch
+    from pipeline.synthetic import write_mirror
+
+    root = tmp_path_factory.mktemp("gx")
+    write_mirror(root / "mirror", parse_range("2012Q3,2019Q1"), reports_per_quarter=300, seed=3, progress=False)
+    dd = DataDir.of(root / "data")
+    fetch(str(root / "mirror"), dd, progress=False)
+    ingest(dd, progress=False, validate=False)
+    return dd
+
+
+def _brief(summary: dict) -> list:
+    return sorted((c["table"], c["expectation"], c["success"], c.get("unexpected_count")) for c in summary["checks"])
+
+
+def test_reused_context_gives_the_results_of_a_fresh_one(raw, monkeypatch):
+    monkeypatch.setenv("FAERS_GX_REUSE", "0")
+    fresh = {q: _brief(quality.validate_raw_quarter(raw, q, data_docs=False, raise_on_critical=False))
+             for q in ("2012Q3", "2019Q1")}
+    monkeypatch.setenv("FAERS_GX_REUSE", "1")
+    quality._CORES.clear()
+    for _ in range(2):  # twice: the second pass runs entirely on definitions built by the first
+        for q in ("2012Q3", "2019Q1"):
+            assert _brief(quality.validate_raw_quarter(raw, q, data_docs=False, raise_on_critical=False)) == fresh[q]
+    assert len(quality._CORES) == 1
+    core = next(iter(quality._CORES.values()))
+    built = core.built["definitions"]
+    # a rebuild (what run() does when GX calls a reused suite stale) gets a new, unused asset name
+    suite = quality.load_suite("raw_outc_laers")
+    core.definition(suite, "raw_outc", fresh=True)
+    core.definition(suite, "raw_outc", fresh=True)
+    assert core.built["definitions"] == built + 2
