@@ -23,9 +23,8 @@ Where things go (``DIR`` = the data directory)::
     DIR/validation/gx_results/                GX's own result JSON (latest per suite and scope), always kept
     DIR/validation/data_docs/index.html       GX Data Docs rendered from them: only when asked for (data_docs=True,
                                               FAERS_DATA_DOCS=1, or build_data_docs(DIR) afterwards). Rendering
-                                              the curated and output results cost more time and memory than the
-                                              validation itself on the whole history (3 GB for one report), so no
-                                              command renders them by default
+                                              the curated and output results took longer than validating them on
+                                              the whole history, so no command renders them by default
 
 GX is imported lazily (2-3 s) inside these functions, never at module import.
 """
