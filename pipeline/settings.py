@@ -19,7 +19,7 @@ from typing import Any
 
 from pipeline.duck import Resources
 from pipeline.errors import PipelineError
-from pipeline.vocabulary import MGPS_LIKELIHOODS, ROLE_CODES, SUBSTANCES
+from pipeline.vocabulary import FAMILY, MGPS_LIKELIHOODS, ROLE_CODES, SUBSTANCES
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default_config.toml")
 #: curated ``reports`` columns that may stratify MGPS's expected count (``[mgps] strata``)
@@ -312,10 +312,9 @@ def _semantic_checks(path: Path, d: dict) -> None:
         if an[key] < 1:
             raise _err(path, f"analyses.{key}", "must be >= 1")
     for name, comp in an["comparators"].items():
-        if comp["substance"] not in (*SUBSTANCES, "ketamine_family"):
+        if comp["substance"] not in (*SUBSTANCES, FAMILY):
             raise _err(path, f"analyses.comparators.{name}.substance",
-                       f"names unknown substance {comp['substance']!r} (allowed: {', '.join(SUBSTANCES)}, "
-                       f"ketamine_family)")
+                       f"names unknown substance {comp['substance']!r} (allowed: {', '.join((*SUBSTANCES, FAMILY))})")
         if not [c for c in comp["comparator"] if c.strip()]:
             raise _err(path, f"analyses.comparators.{name}.comparator", "is empty")
     for name, pts in an["use_categories"].items():
