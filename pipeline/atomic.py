@@ -14,6 +14,8 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.jsonsafe import jsonable
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -99,5 +101,5 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def write_json(obj: Any, target: str | os.PathLike) -> Path:
     with atomic_path(target) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+        tmp.write_text(json.dumps(jsonable(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
     return Path(target)

@@ -49,6 +49,7 @@ import pyarrow.parquet as pq
 
 from pipeline.atomic import write_json
 from pipeline.errors import PipelineError
+from pipeline.jsonsafe import jsonable
 from pipeline.layout import DELETED, TABLES, DataDir
 from pipeline.quarters import Quarter
 from pipeline.schemas import raw_schema
@@ -138,7 +139,7 @@ class Check:
     def as_dict(self) -> dict:
         d = asdict(self)
         d["message"] = self.line() if not self.success else None
-        return _jsonable(d)
+        return jsonable(d)
 
 
 def _fmt_value(v: Any) -> str:
@@ -173,22 +174,6 @@ def _detail(c: Check) -> str:
     if c.observed_value is not None:
         return f"observed {_fmt_value(c.observed_value)}"
     return "see the validation JSON"
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    if isinstance(obj, (dt.date, dt.datetime)):
-        return obj.isoformat()
-    return str(obj)
 
 
 def _exception_line(failures: list[Check]) -> str:
@@ -445,8 +430,8 @@ def _checks_from_result(res, *, layer: str, table: str, scope: str, suite: dict)
         result = r.result or {}
         c = Check(layer=layer, table=table, scope=scope, expectation=cfg.type,
                   severity=str(getattr(cfg.severity, "value", cfg.severity) or CRITICAL),
-                  success=bool(r.success), suite=suite["name"], columns=cols, kwargs=_jsonable(kw))
-        c.notes = notes.get(json.dumps(_jsonable(kw), sort_keys=True, default=str), "")
+                  success=bool(r.success), suite=suite["name"], columns=cols, kwargs=jsonable(kw))
+        c.notes = notes.get(json.dumps(jsonable(kw), sort_keys=True, default=str), "")
         if r.exception_info and r.exception_info.get("raised_exception"):
             c.success = False
             c.details = f"GX error: {str(r.exception_info.get('exception_message'))[:200]}"

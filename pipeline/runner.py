@@ -11,6 +11,7 @@ import logging
 import time
 from pathlib import Path
 
+from pipeline.jsonsafe import jsonable
 from pipeline.layout import DataDir
 from pipeline.quarters import Quarter
 
@@ -74,7 +75,7 @@ def curate_all(data_dir: DataDir, config_path: str | Path | None = None, *, prog
         summary["validation"] = quality.validate_curated(data_dir, config)  # raises ValidationFailed
         write_json({"fingerprint": fp}, passed)
         summary["changed"] = True
-    return _jsonable(summary)
+    return jsonable(summary)
 
 
 def signals_run(data_dir: DataDir, config_path: str | Path | None = None, *, progress: bool = False,
@@ -84,7 +85,7 @@ def signals_run(data_dir: DataDir, config_path: str | Path | None = None, *, pro
     from pipeline.settings import load_config
 
     config = load_config(config_path)
-    return _jsonable(build_report(data_dir, config, progress=progress, **params))
+    return jsonable(build_report(data_dir, config, progress=progress, **params))
 
 
 def latest_report(data_dir: DataDir) -> Path | None:
@@ -116,7 +117,3 @@ def run(source: str, data_dir: DataDir, quarters: list[Quarter] | None = None,
     steps["seconds"] = round(time.perf_counter() - t0, 2)
     steps["changed"] = bool(todo) or curated.get("changed", True)
     return steps
-
-
-def _jsonable(obj):
-    return json.loads(json.dumps(obj, default=str))

@@ -25,6 +25,8 @@ from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from pipeline.jsonsafe import jsonable
+
 URL_PREFIX = "/faers-signals"
 KINDS = ("groups", "pts", "all")
 COLUMNS = ["substance", "pt_group", "pt", "a", "n_drug", "expected", "ror", "ror_lo", "ror_hi", "prr", "ic025",
@@ -67,17 +69,6 @@ def _rows(kind: str, substance: str | None, min_a: int, limit: int, sort: str = 
         key = key.astype(float).fillna(-math.inf)
     df = df.assign(_k=key).sort_values("_k", ascending=order == "asc", kind="mergesort").drop(columns="_k")
     return df.head(limit), manifest
-
-
-def _jsonable(v):
-    if isinstance(v, float):
-        if math.isnan(v):
-            return None
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-    if hasattr(v, "item"):
-        return _jsonable(v.item())
-    return v
 
 
 def _cell(v, kind="num") -> tuple[str, str]:
@@ -183,7 +174,7 @@ def create_app() -> FastAPI:
                      min_a: int = Query(0, ge=0), limit: int = Query(2000, ge=1, le=20000), sort: str = "ror_lo",
                      order: str = Query("desc", pattern="^(asc|desc)$")):
         df, m = _rows(kind, substance or None, min_a, limit, sort, order)
-        rows = [{k: _jsonable(v) for k, v in r.items()} for r in df.to_dict("records")]
+        rows = [{k: jsonable(v) for k, v in r.items()} for r in df.to_dict("records")]
         return JSONResponse({"run_id": m["run_id"], "data_cutoff": m["data_cutoff"],
                              "synthetic": bool(m.get("synthetic")), "rows": rows},
                             headers={"Cache-Control": "no-store"})

@@ -27,24 +27,22 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import math
 import os
 import platform
 import shutil
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import duck
 from pipeline.atomic import atomic_path, sha256_file, write_json, write_parquet
 from pipeline.errors import PipelineError
+from pipeline.jsonsafe import jsonable
 from pipeline.layout import DataDir
 from pipeline.vocabulary import FAMILY, ROLE_CODES, SUBSTANCES
 
@@ -103,27 +101,6 @@ FUNNEL_SCHEMA = pa.schema([("step", pa.int64()), ("stage", DICT_STRING), ("name"
 # ------------------------------------------------------------------------------------------------------------
 # small helpers
 # ------------------------------------------------------------------------------------------------------------
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        f = float(obj)
-        if math.isnan(f):
-            return None
-        if math.isinf(f):
-            return "inf" if f > 0 else "-inf"
-        return f
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
 
 def _package_versions() -> dict[str, str]:
     from importlib import metadata
@@ -493,7 +470,7 @@ def focus_rows(signals: pd.DataFrame) -> list[dict]:
     """The PT-group rows as small JSON-able dicts (what the CLI/XCom carry)."""
     cols = ["substance", "pt_group", "a", "expected", "ror", "ror_lo", "ror_hi", "ic025", "eb05", *FLAG_COLUMNS]
     g = signals[signals["pt"].isna()][cols]
-    return [_jsonable(r) for r in g.to_dict("records")]
+    return [jsonable(r) for r in g.to_dict("records")]
 
 
 def _update_latest(reports: Path, run_id: str) -> str:
@@ -752,7 +729,7 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
             tmp.write_text(html_text, encoding="utf-8")
         manifest["files"] = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                              for p in sorted(staging.iterdir()) if p.is_file() and p.name != "manifest.json"}
-        write_json(_jsonable(manifest), staging / "manifest.json")
+        write_json(jsonable(manifest), staging / "manifest.json")
         bar.update()
 
         # publish: one rename, then latest

@@ -8,12 +8,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
+from pipeline.jsonsafe import jsonable
 
 # pandas/pyarrow are imported inside the functions: registering the command must stay cheap
 
@@ -119,14 +119,6 @@ def _counts_from_reports(df, strata: list[str] | None):
     return counts, json.loads(meta) if meta else []
 
 
-def _jsonable(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
 
 
 def write_output(res, out: str | Path, meta: dict[str, Any]) -> None:
@@ -139,7 +131,7 @@ def write_output(res, out: str | Path, meta: dict[str, Any]) -> None:
     if suffix not in (".parquet", ".pq", ".csv"):
         raise PipelineError(f"unsupported output extension {suffix!r} (use .parquet or .csv)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_jsonable(meta), indent=2, sort_keys=False)
+    text = json.dumps(jsonable(meta), indent=2, sort_keys=False)
     tmp = out.with_name(out.name + ".tmp")
     if suffix == ".csv":
         res.to_csv(tmp, index=False)

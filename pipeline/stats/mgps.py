@@ -40,6 +40,8 @@ import pandas as pd
 import pyarrow as pa
 from scipy import optimize, special
 
+from pipeline.jsonsafe import jsonable
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -428,8 +430,8 @@ class MgpsFit:
             "n_points": int(self.n_points),
             "n_cells": int(self.n_cells),
             "n_zero_cells": int(self.n_zero_cells),
-            "starts": _json_safe(self.starts),
-            "spread": _json_safe(self.spread),
+            "starts": jsonable(self.starts),
+            "spread": jsonable(self.spread),
             "optimiser_messages": self.messages,
             "warnings": list(self.warnings),
             "seconds": round(self.seconds, 3),
@@ -455,18 +457,6 @@ def _finite(x) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _json_safe(x):
-    if isinstance(x, (float, np.floating)):
-        return _finite(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    return x
 
 
 def _boundary(theta: np.ndarray, x: np.ndarray) -> list[str]:
