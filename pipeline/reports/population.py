@@ -76,6 +76,7 @@ class Population:
         return f"SELECT report_id, event FROM {self.events} UNION ALL SELECT report_id, event FROM {self.group_events}"
 
     def arrow(self, sql: str) -> pa.Table:
+        """The result of ``sql`` (over these relations) as an Arrow table."""
         return self.con.sql(sql).to_arrow_table()
 
 
