@@ -1,4 +1,4 @@
-"""Disproportionality statistics engine (issue 4).
+"""Disproportionality statistics engine.
 
 Public API (docs/CONTRACTS.md, "Statistics")::
 

@@ -1,4 +1,4 @@
-"""``disproportionality()``: counts table → every statistic and flag of INTERFACE.md, one row per (drug, event)."""
+"""``disproportionality()``: counts table → every statistic and flag of docs/INTERFACE.md, one row per (drug, event)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ STRATIFIED_COLUMNS = ("expected_strat", "ebgm_crude", "eb05_crude", "eb95_crude"
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Signal rules (defaults of statistics.md §2). A NaN input never raises a flag.
+    """Signal rules (the published defaults cited per rule below). A NaN input never raises a flag.
 
     * ``signal_prr`` (Evans 2001): a ≥ ``prr_min_a`` and PRR ≥ ``prr_min`` and Yates χ² ≥ ``chi2_yates_min``
     * ``signal_ror``: a ≥ ``ror_min_a`` and ror_lo > ``ror_lo_min``

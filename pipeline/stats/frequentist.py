@@ -4,6 +4,9 @@ Every function takes the cells ``a`` (drug & event), ``b`` (drug, not event), ``
 (neither) as int64 arrays of equal length and returns float64 arrays. Undefined values are whatever IEEE arithmetic
 gives for the formula (NaN or ±inf); nothing is corrected silently. The only correction is the explicit
 ``haldane`` option of :func:`prr` and :func:`ror`, applied to the rows where that statistic is undefined.
+
+One module for all of them (longer than the others): each measure is a short function with its interval and
+references, and they share the cell conventions above.
 """
 
 from __future__ import annotations

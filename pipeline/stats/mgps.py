@@ -3,6 +3,10 @@
 Model: N ~ Poisson(λE), λ ~ P·Gamma(α1, β1) + (1 − P)·Gamma(α2, β2) (shape, rate), so each component's
 marginal of N is negative binomial NB(size α_k, prob β_k/(β_k + E)). θ = (α1, β1, α2, β2, P).
 
+One module on purpose (longer than the others): the likelihoods, the multi-start fit, the boundary limits and
+the posterior share one parametrisation and its numerically stable limits; apart, each would need the others'
+internals.
+
 Likelihood options (see ``docs/adr/0003-statistics-conventions.md``):
 
 ``openebgm`` (default)

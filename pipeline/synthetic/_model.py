@@ -10,6 +10,8 @@ Three levels, all numpy arrays:
 
 Superseded versions (not the case's highest version) lack the content's last PT when it has more than one:
 a pipeline that lets child rows of old versions leak into the kept case over-counts.
+
+One module (longer than the others): the three levels index into each other's arrays.
 """
 
 from __future__ import annotations

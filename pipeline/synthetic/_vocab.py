@@ -3,6 +3,8 @@
 Frequencies (relative counts) and name variants were tallied from the first 10,000 rows of real 2020Q3
 DRUG/REAC/DEMO files (tests/fixtures/ubesp/faers20_first10000); ketamine-family names, look-alike traps and
 the focus PTs are excluded here and injected by the generator at controlled rates.
+
+Data, not logic: the length is the tallied tables.
 """
 
 # (prod_ai, count, [(drugname, count), ...])

@@ -1,4 +1,8 @@
-"""Writes one quarter of the model as an FDA-layout zip (vectorised: pyarrow string kernels build the lines)."""
+"""Writes one quarter of the model as an FDA-layout zip (vectorised: pyarrow string kernels build the lines).
+
+One module (longer than the others): every table's columns per era are written here, side by side, so the
+era differences are visible in one place.
+"""
 
 from __future__ import annotations
 

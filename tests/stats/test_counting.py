@@ -108,7 +108,7 @@ DAT2 = pd.DataFrame({
     "strat2": ["c1"] * 8 + ["c2"] * 2,
 })
 
-# statistics.md §6.3: pair -> (N, E, RR, PRR, stratified E)
+# openEBGM's hand-worked example: pair -> (N, E, RR, PRR, stratified E)
 DAT2_WANT = {
     ("A", "e1"): (1, 0.6, 1.6667, 2.3333, 0.2),
     ("A", "e2"): (1, 0.9, 1.1111, 1.1667, 0.4 + 2 / 3),

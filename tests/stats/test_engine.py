@@ -33,7 +33,7 @@ def test_columns_order_and_types(caers_counts):
         assert rows[c].dtype == np.float64
     for c in ("signal_prr", "signal_ror", "signal_ic", "signal_ebgm"):
         assert rows[c].dtype == bool
-    # peer defect 14: exactly one row per (drug, event)
+    # exactly one row per (drug, event): one PT label mapped to several MedDRA codes must not explode rows
     assert len(rows) == caers_counts.num_rows and not rows.duplicated(["drug", "event"]).any()
     assert (rows["a"] + rows["b"] + rows["c"] + rows["d"] == rows["n_total"]).all()
     assert fit.converged and rows["ebgm"].notna().all()

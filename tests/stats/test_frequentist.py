@@ -1,4 +1,4 @@
-"""Frequentist statistics: statistics.md §6.1/§6.2 reference values, scipy/statsmodels oracles, zero cells."""
+"""Frequentist statistics: the reference 2x2 cases, pvda IC values, scipy/statsmodels oracles, zero cells."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def assert_same(got, want, rel=0.0, abs_=0.0, label=""):
 
 
 def test_reference_cases_all_columns(ref_cases):
-    """Every §6.1 value: rel 1e-9 for closed forms and Fisher, abs 1e-9 for exact IC limits."""
+    """Every reference-case value: rel 1e-9 for closed forms and Fisher, abs 1e-9 for exact IC limits."""
     assert len(ref_cases) == 8
     a, b, c, d = (np.array([x[k] for x in ref_cases]) for k in "abcd")
     got = all_stats(a, b, c, d)
@@ -112,7 +112,7 @@ def test_fisher_a0_is_one_and_midp():
 
 
 def test_pvda_ic_unit_values():
-    """statistics.md §6.2 (pvda ic(obs, exp)); also peer defect 9: log2 scale."""
+    """pvda's ic(obs, exp) values; the IC is on the log2 scale (a natural-log IC would differ)."""
     ic, lo, hi = fq.ic_noren(np.array([10, 1]), np.array([5.0, 1.0]))
     assert ic[0] == pytest.approx(0.932885804, abs=1e-9)
     assert lo[0] == pytest.approx(-0.09725664, abs=1e-8) and hi[0] == pytest.approx(1.68945678, abs=1e-8)

@@ -19,7 +19,7 @@ SQ_W = np.full(10, 0.1)
 
 
 def test_openebgm_likelihood_unit_values():
-    """statistics.md §6.4 (openEBGM testC_Likelihoods.R), abs 1e-8."""
+    """openEBGM's likelihood unit values (testC_Likelihoods.R), abs 1e-8."""
     assert neg_loglik(THETA, DAT_N, DAT_E, likelihood="zero-inclusive") == pytest.approx(28.7087780397, abs=1e-8)
     assert neg_loglik(THETA, SQ_N, SQ_E, SQ_W, likelihood="zero-inclusive") == pytest.approx(1.4930241935,
                                                                                              abs=1e-8)
