@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from pipeline import __version__
+from pipeline.cli_args import add_command, add_config, add_data_dir
 from pipeline.errors import OS_ERROR_EXIT, PipelineError
 from pipeline.vocabulary import FDA_QUARTERLY_PAGE
 
@@ -171,12 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="command", required=True)
 
     def add(name, func, help_):
-        p = sub.add_parser(name, help=help_, description=help_)
-        p.set_defaults(func=func)
-        return p
+        return add_command(sub, name, func, help_)
 
-    def data_dir(p):
-        p.add_argument("--data-dir", metavar="DIR", help="data directory (default: $FAERS_DATA_DIR or ./data)")
+    data_dir = add_data_dir
 
     def quarters(p, help_="quarters, e.g. 2023Q1:2024Q4, 2024Q3 or 2023Q1,2024Q2 (default: all)"):
         p.add_argument("--quarters", metavar="RANGE", help=help_)
@@ -204,19 +202,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="re-ingest quarters even when unchanged")
 
     p = add("curate", cmd_curate, "de-duplicate cases and apply the case definition: DIR/raw -> DIR/curated")
-    p.add_argument("--config", metavar="FILE",
-                   help="configuration file (default: the shipped pipeline/default_config.toml)")
+    add_config(p)
     data_dir(p)
 
     p = add("run", cmd_run, "fetch, ingest, curate and signals in one go (a quick no-op when nothing changed)")
     p.add_argument("--source", help="as for fetch ($FAERS_SOURCE; default FDA's quarterly-files page)")
     quarters(p)
-    p.add_argument("--config", metavar="FILE", help="configuration file")
+    add_config(p)
     data_dir(p)
 
     p = add("demo", cmd_demo, "offline end to end: a synthetic mirror in DIR/mirror, then run on it")
     data_dir(p)
-    p.add_argument("--config", metavar="FILE", help="configuration file")
+    add_config(p)
     p.add_argument("--quarters", default="2023Q1:2024Q4", metavar="RANGE",
                    help="synthetic quarters (default 2023Q1:2024Q4)")
     p.add_argument("--reports-per-quarter", type=int, default=5000, metavar="N",

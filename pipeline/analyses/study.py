@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.cli_args import add_command, add_config, add_data_dir
 from pipeline.errors import PipelineError
 
 STUDY_KEYS = {"name": str, "title": str, "doi": str, "substance": str, "from_quarter": str, "cutoff_quarter": str,
@@ -215,8 +216,7 @@ def cmd_study(args) -> int:
 def register(subparsers) -> None:
     h = ("run a published study's design (studies/*.toml: window, roles, minimum a, PTs, comparator) and write "
          "its table beside the published values: DIR/studies/<name>/")
-    p = subparsers.add_parser("study", help=h, description=h)
-    p.set_defaults(func=cmd_study)
+    p = add_command(subparsers, "study", cmd_study, h)
     p.add_argument("file", metavar="FILE.toml", help="study file, e.g. studies/gastaldon2021.toml")
-    p.add_argument("--config", metavar="FILE", help="configuration file (default: the shipped one)")
-    p.add_argument("--data-dir", metavar="DIR", help="data directory (default: $FAERS_DATA_DIR or ./data)")
+    add_config(p)
+    add_data_dir(p)

@@ -18,19 +18,14 @@ tables), :mod:`.trend` (statistics by quarter, each case at its version as of th
 
 from __future__ import annotations
 
-import importlib
+from pipeline.lazy import lazy_getattr
 
 # Lazy (PEP 562): registering the CLI commands must not import pandas/duckdb (fast start for every command).
 _NAMES = {"FAMILY": "build", "build_report": "build", "latest_report_dir": "publish", "read_manifest": "manifest",
           "focus_table_text": "terminal"}
 
 
-def __getattr__(name):
-    if name in _NAMES:
-        value = getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _NAMES)
 
 
 def register(subparsers):

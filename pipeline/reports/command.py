@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.cli_args import add_command, add_config, add_data_dir
 from pipeline.errors import PipelineError
 from pipeline.vocabulary import FOCUS_SUBSTANCES, MGPS_LIKELIHOODS, ROLE_CODES
 
@@ -56,11 +57,9 @@ def register(subparsers) -> None:
     """Add ``signals`` and ``show`` to an argparse sub-parsers object."""
     h = ("curated tables -> disproportionality statistics -> report folder DIR/reports/<run_id>/ "
          "(prints the focus table)")
-    p = subparsers.add_parser("signals", help=h, description=h)
-    p.set_defaults(func=cmd_signals)
-    p.add_argument("--config", metavar="FILE",
-                   help="configuration file (default: the shipped pipeline/default_config.toml)")
-    p.add_argument("--data-dir", metavar="DIR", help="data directory (default: $FAERS_DATA_DIR or ./data)")
+    p = add_command(subparsers, "signals", cmd_signals, h)
+    add_config(p)
+    add_data_dir(p)
     p.add_argument("--substances", metavar="LIST",
                    help=f"comma list overriding the focus substances ({', '.join(FOCUS_SUBSTANCES)})")
     p.add_argument("--pt-groups", metavar="LIST", help="comma list of configured PT groups to report (default: all)")
@@ -78,8 +77,7 @@ def register(subparsers) -> None:
     p.add_argument("--force", action="store_true", help="rebuild even when inputs and parameters are unchanged")
 
     h = "print a slice of the latest report (default: every substance x PT group)"
-    p = subparsers.add_parser("show", help=h, description=h)
-    p.set_defaults(func=cmd_show)
+    p = add_command(subparsers, "show", cmd_show, h)
     p.add_argument("--substance", metavar="LIST", help="comma list of substances")
     p.add_argument("--pt-group", metavar="LIST", help="comma list of PT groups")
     p.add_argument("--pt", metavar="LIST", help="comma list of PTs (case-insensitive)")
@@ -87,4 +85,4 @@ def register(subparsers) -> None:
                    help="also show each substance's N best PTs by ROR lower bound")
     p.add_argument("--limit", metavar="N", type=int, help="print at most N rows")
     p.add_argument("--run", metavar="RUN_ID", help="a run id instead of the latest report")
-    p.add_argument("--data-dir", metavar="DIR", help="data directory (default: $FAERS_DATA_DIR or ./data)")
+    add_data_dir(p)

@@ -16,7 +16,7 @@ substance × PT and substance × PT-group rows), fit once and pass the fit::
 or call ``fit.posterior(n, expected)`` / :func:`posterior` directly.
 """
 
-import importlib
+from pipeline.lazy import lazy_getattr
 
 # Lazy (PEP 562): the CLI registers ``disproportionality`` without importing numpy/scipy/duckdb, so every command
 # (``signals`` included) starts fast; the heavy modules load on first use of a name.
@@ -30,12 +30,7 @@ _NAMES = {
 __all__ = sorted(_NAMES)
 
 
-def __getattr__(name):
-    if name in _NAMES:
-        value = getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _NAMES)
 
 
 def __dir__():

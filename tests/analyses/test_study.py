@@ -55,15 +55,21 @@ def test_shipped_recipe_loads():
     assert {"Feeling drunk", "Suicidal ideation"} <= set(pub)
 
 
+def _run_study(root, tmp_path, text: str):
+    """``pipeline study`` on a copy of the fixture's curated tables; (data dir, finished process)."""
+    data = tmp_path / "data"
+    shutil.copytree(root / "curated", data / "curated")
+    (tmp_path / "s.toml").write_text(text)
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "study", str(tmp_path / "s.toml"), "--data-dir",
+                           str(data)], capture_output=True, text=True, cwd=ROOT)
+    return data, proc
+
+
 def test_study_on_synthetic_curated(analysed, config, tmp_path):
     from statsmodels.stats.contingency_tables import Table2x2
 
     root, rows, _ = analysed
-    data = tmp_path / "data"
-    shutil.copytree(root / "curated", data / "curated")
-    (tmp_path / "s.toml").write_text(STUDY)
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "study", str(tmp_path / "s.toml"), "--data-dir",
-                           str(data)], capture_output=True, text=True, cwd=ROOT)
+    data, proc = _run_study(root, tmp_path, STUDY)
     assert proc.returncode == 0, proc.stderr
     assert "Dissociation" in proc.stdout and "published" in proc.stdout
     t = pd.read_parquet(data / "studies" / "synthetic_check" / "study.parquet")
@@ -98,11 +104,6 @@ def test_study_on_synthetic_curated(analysed, config, tmp_path):
     (STUDY.replace('comparator = "esketamine_vs_venlafaxine"', 'comparator = "nope"'), "not a configured"),
 ])
 def test_bad_study_file_is_one_line(analysed, tmp_path, text, needle):
-    root, _, _ = analysed
-    data = tmp_path / "data"
-    shutil.copytree(root / "curated", data / "curated")
-    (tmp_path / "s.toml").write_text(text)
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "study", str(tmp_path / "s.toml"), "--data-dir",
-                           str(data)], capture_output=True, text=True, cwd=ROOT)
+    _, proc = _run_study(analysed[0], tmp_path, text)
     assert proc.returncode != 0
     assert needle in proc.stderr and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
