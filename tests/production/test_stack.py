@@ -114,7 +114,7 @@ def _running_ti(stack, run_id: str, task_id: str, timeout: float = 180) -> dict:
         for t in stack.task_instances("faers_ingest", run_id):
             if t["task_id"] == task_id and t["state"] == "running" and t["hostname"]:
                 return t
-        time.sleep(0.5)
+        time.sleep(0.2)
     raise AssertionError(f"{task_id} never ran\n{stack.logs_tail(20)}")
 
 
@@ -142,7 +142,11 @@ def test_worker_killed_mid_ingest_is_retried_on_the_other_worker(stack, integrat
     run_id = stack.trigger("faers_ingest", {"quarters": "2024Q2", "force": True}, run_id="worker_killed")
     ti = _running_ti(stack, run_id, "quarter.ingest_and_validate")
     victim = worker_of(ti["hostname"])
-    time.sleep(3)  # inside the ingest (parsing, validating), not at its start
+    # Kill inside the ingest, while its staging files exist if we catch them: a quarter of this mirror takes
+    # only seconds on an idle machine, so a fixed sleep could outlast the task.
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline and not leftovers(stack.data_dir):
+        time.sleep(0.05)
     assert _state(stack, run_id, "quarter.ingest_and_validate") == "running"
     pid = stack.pid(f"worker{victim[1:]}")
     os.killpg(pid, signal.SIGKILL)  # the worker and every process it forked, as a lost host would
