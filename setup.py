@@ -17,9 +17,12 @@ ROOT = Path(__file__).resolve().parent
 class BuildPyWithSuites(build_py):
     def run(self):
         super().run()
+        suites = sorted((ROOT / "expectations").glob("*.json"))
+        if not suites:  # a package without its suites would fail only at the first validation
+            raise RuntimeError(f"no expectation suites in {ROOT / 'expectations'} (see MANIFEST.in)")
         target = Path(self.build_lib) / "pipeline" / "_suites"
         target.mkdir(parents=True, exist_ok=True)
-        for suite in sorted((ROOT / "expectations").glob("*.json")):
+        for suite in suites:
             shutil.copy2(suite, target / suite.name)
 
 

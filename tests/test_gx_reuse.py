@@ -7,6 +7,7 @@ import pytest
 
 from pipeline import quality
 from pipeline.layout import DataDir
+from pipeline.quality.gx import drop_shared_cores, shared_cores
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +34,11 @@ def test_reused_context_gives_the_results_of_a_fresh_one(raw, monkeypatch):
     fresh = {q: _brief(quality.validate_raw_quarter(raw, q, data_docs=False, raise_on_critical=False))
              for q in ("2012Q3", "2019Q1")}
     monkeypatch.setenv("FAERS_GX_REUSE", "1")
-    quality._CORES.clear()
+    drop_shared_cores()
     for _ in range(2):  # twice: the second pass runs entirely on definitions built by the first
         for q in ("2012Q3", "2019Q1"):
             assert _brief(quality.validate_raw_quarter(raw, q, data_docs=False, raise_on_critical=False)) == fresh[q]
-    assert len(quality._CORES) == 1
-    core = next(iter(quality._CORES.values()))
+    [core] = shared_cores()
     built = core.built["definitions"]
     # a rebuild (what run() does when GX calls a reused suite stale) gets a new, unused asset name
     suite = quality.load_suite("raw_outc_laers")

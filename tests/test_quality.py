@@ -1,4 +1,4 @@
-"""Data quality (pipeline/quality.py, expectations/*.json): deliberately broken tables are caught with the right
+"""Data quality (pipeline/quality/, expectations/*.json): deliberately broken tables are caught with the right
 message and severity; clean data and the real FDA samples pass.
 
 The generator below (`make_raw_quarter`, `write_raw_quarter`) writes FDA-like raw Parquet following
@@ -23,6 +23,8 @@ from pipeline.atomic import write_json, write_parquet
 from pipeline.errors import PipelineError
 from pipeline.layout import TABLES, DataDir
 from pipeline.quality import CRITICAL, WARNING, ValidationFailed
+from pipeline.quality.gx import GxRun, checks_from_result
+from pipeline.quality.outputs import outputs_frame
 from pipeline.quarters import Quarter
 from pipeline.schemas import TEXT_COLUMNS, raw_schema
 
@@ -315,7 +317,7 @@ def test_every_raw_expectation_can_fail(quarter):
     """No decorative expectations: each one of every raw suite fails on data built to violate it."""
     q = Quarter.parse(quarter)
     tables = make_raw_quarter(q, n_demo=60, seed=5)
-    gxr = quality._Gx(None)
+    gxr = GxRun(None)
     for table in TABLES + ("DELETED",):
         name = quality.raw_suite_name(table, q.era)
         if quarter == "2013Q1" and name in {quality.raw_suite_name(t, "faers_b") for t in TABLES + ("DELETED",)}:
@@ -338,7 +340,7 @@ def test_every_raw_expectation_can_fail(quarter):
             else:
                 pytest.fail(f"no mutation for {e['type']} in {suite['name']}")
             res = gxr.run(one, df, asset="mut", params=params, run_name=quarter)
-            [check] = quality._checks_from_result(res, layer="raw", table=table, scope=quarter, suite=one)
+            [check] = checks_from_result(res, layer="raw", table=table, scope=quarter, suite=one)
             assert not check.success, f"{suite['name']}: {e['type']}({e['kwargs'].get('column')}) cannot fail"
 
 
@@ -999,8 +1001,8 @@ def test_every_curated_and_output_expectation_can_fail(tmp_path, scored):
         "curated_reports": reports, "curated_report_ingredients": f["report_ingredients"],
         "curated_report_pts": f["report_pts"], "curated_funnel": funnel, "curated_unmapped_drugs": f["unmapped_drugs"],
         "curated_name_conflicts": f["name_conflicts"], "curated_analysis_population": pop, "curated_drug_mapping": pd.DataFrame({"unmapped_share": [0.01]}),
-        "outputs_signals": quality._outputs_frame(signals, ["substance", "pt", "pt_group"], rules),
-        "outputs_all_pairs": quality._outputs_frame(all_pairs, ["drug", "event"], rules),
+        "outputs_signals": outputs_frame(signals, ["substance", "pt", "pt_group"], rules),
+        "outputs_all_pairs": outputs_frame(all_pairs, ["drug", "event"], rules),
         "outputs_mgps": mg,
         # the analyses' curated tables (OUTC, family drug rows, INDI, THER of the kept version)
         "curated_report_outcomes": pd.DataFrame({"report_id": [1, 1, 2], "outc_cod": ["DE", "HO", "OT"]}),
@@ -1016,7 +1018,7 @@ def test_every_curated_and_output_expectation_can_fail(tmp_path, scored):
     }
     params = {"unmapped_share_max": 0.05, "ci_tolerance": -1e-9}
     assert set(bases) == {n for n in all_suites() if not n.startswith("raw_")}
-    gxr = quality._Gx(None)
+    gxr = GxRun(None)
     for name, base in bases.items():
         suite = quality.load_suite(name)
         clean = gxr.run(suite, base, asset="clean", params=params, run_name="t")

@@ -1,0 +1,253 @@
+"""Curated tables: each table's suite, then the cross-table facts (the analysis population, rows of a report
+that is not kept, deleted caseids left, the funnel's ends) and the share of unmapped drug rows.
+
+Writes ``DIR/validation/curated/curated.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.layout import DELETED, DataDir
+from pipeline.quality.checks import CRITICAL, Check, finish, fmt_count, named_check
+from pipeline.quality.gx import GxRun, checks_from_result, data_docs_enabled, docs_dir_for, to_pandas
+from pipeline.quality.suites import load_suite, split_structural, suite_columns
+
+CURATED_TABLES = ("reports", "report_ingredients", "report_pts", "funnel", "unmapped_drugs", "name_conflicts")
+#: the analyses' tables (OUTC, family drug rows, INDI, THER of the kept version); a curated folder written before
+#: them is validated without them (the report then omits the sections that need them)
+CURATED_EXTRA_TABLES = ("report_outcomes", "report_substance_drugs", "report_indications", "report_therapies")
+#: tables whose row-level suite runs as soon as the table is read (the funnel needs a derived column first)
+_ROW_SUITE_TABLES = ("reports", "report_ingredients", "report_pts", "unmapped_drugs", "name_conflicts")
+
+
+def _cfg_threshold(config, name: str, default: float) -> float:
+    """A ``[thresholds]`` value from a Config (or a plain mapping), else ``default``."""
+    if config is None:
+        return default
+    if isinstance(config, dict):
+        return float((config.get("thresholds") or config).get(name, default))
+    t = getattr(config, "thresholds", None)
+    return float(getattr(t, name, default)) if t is not None else default
+
+
+def _read_curated(data_dir: DataDir, name: str, columns: list[str]) -> tuple[pa.Table, pa.Schema | None]:
+    path = data_dir.curated / f"{name}.parquet"
+    if not path.exists():
+        return pa.table({c: pa.array([], pa.null()) for c in columns}), None
+    schema = pq.read_schema(path)
+    return pq.read_table(path, columns=[c for c in columns if c in schema.names]), schema
+
+
+def _raw_totals(data_dir: DataDir) -> dict:
+    """DEMO/DRUG rows of every ingested quarter (Parquet footers) and the union of deleted caseids."""
+    demo = drug = 0
+    deleted = []
+    for q in data_dir.ingested_quarters():
+        for table in ("DEMO", "DRUG"):
+            p = data_dir.raw_part(table, q)
+            if p.exists():
+                n = pq.read_metadata(p).num_rows
+                demo, drug = (demo + n, drug) if table == "DEMO" else (demo, drug + n)
+        p = data_dir.raw_part(DELETED, q)
+        if p.exists():
+            deleted.append(pq.read_table(p, columns=["caseid_int"]).column(0).combine_chunks())
+    ids = pc.unique(pa.concat_arrays(deleted).drop_null()) if deleted else pa.array([], pa.int64())
+    return {"demo_rows": demo, "drug_rows": drug, "deleted_caseids": ids}
+
+
+def _examples(ids: pa.Array) -> str:
+    return ", ".join(map(str, ids.slice(0, 5).to_pylist()))
+
+
+class _CuratedValidation:
+    """The curated tables as read, and the checks found on them so far (in the order they appear in the
+    summary: file presence, row-level suites, the analyses' tables, cross-table facts, funnel, drug mapping)."""
+
+    scope, run_name = "", "curated"
+
+    def __init__(self, data_dir: DataDir, gxr: GxRun):
+        self.data_dir, self.gxr = data_dir, gxr
+        self.checks: list[Check] = []
+        self.suites = {n: load_suite(f"curated_{n}") for n in CURATED_TABLES}
+        self.tables: dict[str, pa.Table] = {}
+        self.schemas: dict[str, pa.Schema | None] = {}
+        for name in CURATED_TABLES:
+            cols = suite_columns(self.suites[name])
+            if name == "reports":
+                cols = list(dict.fromkeys([*cols, "in_analysis", "has_drug", "has_pt"]))
+            self.tables[name], self.schemas[name] = _read_curated(data_dir, name, cols)
+            if self.schemas[name] is None:
+                self.checks.append(named_check("curated", name, self.scope, "file_present", CRITICAL, False,
+                                               details=f"missing {data_dir.curated / (name + '.parquet')}"))
+        self.rows = {n: t.num_rows for n, t in self.tables.items()}
+        self.extra_ids: dict[str, pa.Array] = {}  # report_id of the analyses' tables present
+
+    def has(self, *names: str) -> bool:
+        return all(self.schemas.get(n) is not None for n in names)
+
+    def gx_table(self, name: str, df, suite: dict | None = None, params: dict | None = None, index=None) -> None:
+        """The table's data suite on ``df``, and its column-set suite on an empty frame of the file's schema."""
+        suite = suite or self.suites[name]
+        data_suite, col_suite = split_structural(suite)
+        res = self.gxr.run(data_suite, df, asset=f"curated_{name}", params=params or {}, run_name=self.run_name,
+                           index_columns=index)
+        self.checks += checks_from_result(res, layer="curated", table=name, scope=self.scope, suite=data_suite)
+        if col_suite["expectations"] and self.schemas.get(name) is not None:
+            res = self.gxr.run(col_suite, self.schemas[name].empty_table().to_pandas(),
+                               asset=f"curated_{name}_columns", params={}, run_name=self.run_name, persist=False)
+            self.checks += checks_from_result(res, layer="curated", table=name, scope=self.scope, suite=col_suite)
+
+    def check_row_suites(self) -> None:
+        for name in _ROW_SUITE_TABLES:
+            if self.has(name):
+                self.gx_table(name, to_pandas(self.tables[name], suite_columns(self.suites[name])))
+
+    def check_extra_tables(self) -> None:
+        """The analyses' tables that exist: each one's own suite (their orphans come with the cross-table facts)."""
+        for name in CURATED_EXTRA_TABLES:
+            if not (self.data_dir.curated / f"{name}.parquet").exists():
+                continue
+            suite = load_suite(f"curated_{name}")
+            self.tables[name], self.schemas[name] = _read_curated(self.data_dir, name, suite_columns(suite))
+            self.rows[name] = self.tables[name].num_rows
+            self.gx_table(name, to_pandas(self.tables[name], suite_columns(suite)), suite)
+            self.extra_ids[name] = self.tables[name].column("report_id").combine_chunks()
+
+    def check_analysis_population(self) -> None:
+        """Every in-analysis report has a drug and a PT row (GX on a per-report count frame built with pyarrow)."""
+        reports = self.tables["reports"]
+        n_drug = self.tables["report_ingredients"].group_by("report_id").aggregate([("report_id", "count")])
+        n_pt = self.tables["report_pts"].group_by("report_id").aggregate([("report_id", "count")])
+        pop = reports.filter(pc.fill_null(reports.column("in_analysis"), False)).select(
+            ["report_id", "has_drug", "has_pt"])
+        pop = pop.join(n_drug.rename_columns(["report_id", "n_drug_rows"]), "report_id", join_type="left outer")
+        pop = pop.join(n_pt.rename_columns(["report_id", "n_pt_rows"]), "report_id", join_type="left outer")
+        df = pop.to_pandas()
+        df["n_drug_rows"] = df["n_drug_rows"].fillna(0).astype("int64")
+        df["n_pt_rows"] = df["n_pt_rows"].fillna(0).astype("int64")
+        self.gx_table("analysis_population", df, load_suite("curated_analysis_population"), index=["report_id"])
+
+    def check_orphans(self, report_ids: pa.Array) -> None:
+        """Every row of a child table belongs to a kept report (pyarrow set operation)."""
+        for child in ("report_ingredients", "report_pts", "name_conflicts", *self.extra_ids):
+            if not self.has(child):
+                continue
+            ids = pc.unique(self.tables[child].column("report_id").combine_chunks())
+            orphans = pc.filter(ids, pc.invert(pc.fill_null(pc.is_in(ids, value_set=report_ids), False)))
+            c = named_check("curated", child, self.scope, "report_id_in_reports", CRITICAL, len(orphans) == 0,
+                            columns=["report_id"], unexpected=len(orphans), total=len(ids),
+                            examples=orphans.slice(0, 5).to_pylist(),
+                            notes="every row belongs to a kept report (pyarrow set operation)")
+            if not c.success:
+                c.details = f"{len(orphans):,} report_id(s) not in reports, e.g. {_examples(orphans)}"
+            self.checks.append(c)
+
+    def check_no_deleted_caseid(self, report_ids: pa.Array, raw: dict) -> None:
+        deleted = raw["deleted_caseids"]
+        left = pc.filter(report_ids, pc.is_in(report_ids, value_set=deleted)) \
+            if len(deleted) else pa.array([], pa.int64())
+        c = named_check("curated", "reports", self.scope, "no_deleted_caseid", CRITICAL, len(left) == 0,
+                        columns=["report_id"], unexpected=len(left), total=len(report_ids),
+                        examples=left.slice(0, 5).to_pylist(),
+                        notes=f"report_id (= caseid) against the union of raw/deleted of every quarter "
+                              f"({len(deleted):,} caseids; pyarrow)")
+        if not c.success:
+            c.details = f"{len(left):,} deleted caseid(s) still in reports, e.g. {_examples(left)}"
+        self.checks.append(c)
+
+    def check_funnel(self, raw: dict) -> None:
+        """GX on the steps with the previous step's output beside each row; the funnel's two ends."""
+        f = self.tables["funnel"].to_pandas().sort_values("step").reset_index(drop=True)
+        f["prev_reports_out"] = f["reports_out"].shift(1)
+        if len(f):
+            f.loc[0, "prev_reports_out"] = f.loc[0, "reports_in"]  # the first step has no predecessor
+        f["prev_reports_out"] = f["prev_reports_out"].astype("int64")
+        self.gx_table("funnel", f, index=["step"])
+        first = int(f["reports_in"].iloc[0]) if len(f) else None
+        c = named_check("curated", "funnel", self.scope, "funnel_starts_with_raw_demo_rows", CRITICAL,
+                        first == raw["demo_rows"], columns=["reports_in"], observed=first,
+                        notes="step 1 reports_in = DEMO rows of every ingested quarter (Parquet footers)")
+        if not c.success:
+            c.details = f"step 1 reports_in is {fmt_count(first)}, raw DEMO has {raw['demo_rows']:,} rows"
+        self.checks.append(c)
+        if not self.has("reports"):
+            return
+        n_analysis = int(pc.sum(pc.fill_null(self.tables["reports"].column("in_analysis"), False)).as_py() or 0)
+        step = f[f["name"] == "analysis population"]
+        got = int(step["reports_out"].iloc[0]) if len(step) else None
+        c = named_check("curated", "funnel", self.scope, "funnel_ends_at_analysis_population", CRITICAL,
+                        got == n_analysis, columns=["reports_out"], observed=got,
+                        notes="the 'analysis population' step = reports with in_analysis")
+        if not c.success:
+            c.details = (f"'analysis population' reports_out is {fmt_count(got)}, reports has "
+                         f"{n_analysis:,} in_analysis rows")
+        self.checks.append(c)
+
+    def unmapped_share(self, raw: dict) -> tuple[float | None, str | None]:
+        """(share of unmapped drug rows, where it comes from): curate's own count from its manifest, else the
+        top-N list over raw DRUG rows; ``(None, None)`` when neither is there."""
+        try:
+            man = json.loads((self.data_dir.curated / "manifest.json").read_text())
+            drugs = (man.get("summary") or {}).get("drugs") or {}
+            if "unmapped_share" in drugs:
+                return float(drugs["unmapped_share"]), "curated/manifest.json summary.drugs.unmapped_share"
+        except (OSError, ValueError):
+            pass
+        if self.has("unmapped_drugs"):
+            n_un = int(pc.sum(self.tables["unmapped_drugs"].column("n_rows")).as_py() or 0)
+            share = n_un / raw["drug_rows"] if raw["drug_rows"] else 0.0
+            return share, "sum(unmapped_drugs.n_rows) / raw DRUG rows (a lower bound: top names only)"
+        return None, None
+
+    def check_unmapped_share(self, share: float, basis: str, unmapped_share_max: float) -> None:
+        import pandas as pd
+
+        df = pd.DataFrame({"unmapped_share": [share], "basis": [basis]})
+        self.gx_table("drug_mapping", df, load_suite("curated_drug_mapping"),
+                      params={"unmapped_share_max": unmapped_share_max})
+
+
+def validate_curated(data_dir: DataDir, config=None, *, unmapped_share_max: float | None = None,
+                     data_docs: bool | None = None, docs_dir: str | os.PathLike | None = None,
+                     raise_on_critical: bool = True) -> dict:
+    """Validate ``DIR/curated/*.parquet``; write ``validation/curated/curated.json``; raise on critical failures.
+
+    Critical: one row per report_id; no caseid of any deleted-case list left; every in-analysis report has at
+    least one drug and one PT; ingredient/PT rows belong to a report; the funnel chains (reports_out of step i =
+    reports_in of step i+1), never adds reports, starts with every raw DEMO row and ends at the in-analysis count.
+    Warning: the share of unmapped drug rows above ``unmapped_share_max`` (default: config
+    ``thresholds.unmapped_share_max``, else 0.05).
+    """
+    data_dir = data_dir if isinstance(data_dir, DataDir) else DataDir.of(data_dir)
+    if unmapped_share_max is None:
+        unmapped_share_max = _cfg_threshold(config, "unmapped_share_max", 0.05)
+    t0 = time.perf_counter()
+    gxr = GxRun(docs_dir_for(data_dir, docs_dir), render=data_docs_enabled(data_docs, default=False))
+    v = _CuratedValidation(data_dir, gxr)
+    v.check_row_suites()
+    v.check_extra_tables()
+    if v.has("reports", "report_ingredients", "report_pts"):
+        v.check_analysis_population()
+        report_ids = pc.unique(v.tables["reports"].column("report_id").combine_chunks().drop_null())
+        v.check_orphans(report_ids)
+        raw = _raw_totals(data_dir)
+        v.check_no_deleted_caseid(report_ids, raw)
+    else:
+        raw = _raw_totals(data_dir)
+    if v.has("funnel"):
+        v.check_funnel(raw)
+    share, basis = v.unmapped_share(raw)
+    if share is not None:
+        v.check_unmapped_share(share, basis, unmapped_share_max)
+    timings = {"validation": round(time.perf_counter() - t0, 3)}
+    extra = {"rows": v.rows, "thresholds": {"unmapped_share_max": unmapped_share_max},
+             "unmapped_share": share, "unmapped_share_basis": basis}
+    return finish("curated", "curated", v.checks, data_dir.validation / "curated" / "curated.json", extra=extra,
+                  gxr=gxr, timings=timings, raise_on_critical=raise_on_critical)
