@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from html import escape
+from urllib.parse import urlencode
 
 import pandas as pd
 from airflow.plugins_manager import AirflowPlugin
@@ -72,7 +72,7 @@ def _rows(kind: str, substance: str | None, min_a: int, limit: int, sort: str = 
 
 
 def _cell(v, kind="num") -> tuple[str, str]:
-    """(display, sort key) for a table cell."""
+    """(display, sort key) for a table cell, as plain text (the template escapes them)."""
     from pipeline.reports.html import fmt
 
     if isinstance(v, (bool,)) or kind == "flag":
@@ -80,43 +80,38 @@ def _cell(v, kind="num") -> tuple[str, str]:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—", "-1e308"
     if kind == "text":
-        return escape(str(v)), escape(str(v).lower())
+        return str(v), str(v).lower()
     f = float(v)
     key = "1e308" if math.isinf(f) and f > 0 else repr(f)
     return fmt(f, "int" if kind == "int" else ("p" if kind == "p" else "num")), key
 
-
-PAGE = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>FAERS signals</title>
-<style>
-body{{font:13px/1.4 -apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:12px 18px;color:#1d2329}}
-.banner{{background:#b00020;color:#fff;font-weight:bold;padding:6px 10px;margin-bottom:8px}}
-table{{border-collapse:collapse}} th,td{{border-bottom:1px solid #dde;padding:2px 7px;text-align:right;white-space:nowrap}}
-th{{background:#eef1f4;position:sticky;top:0}} th a{{color:inherit;text-decoration:none}} td.t,th.t{{text-align:left}}
-th[data-dir=asc]::after{{content:" ▲"}} th[data-dir=desc]::after{{content:" ▼"}}
-tr:nth-child(even){{background:#fafbfc}} .f{{color:#b3261e;text-align:center}} form{{margin:6px 0}}
-.note{{color:#5b6670}}
-</style></head><body>
-{banner}<h2 style="margin:4px 0">Ketamine-family disproportionality — latest report</h2>
-<p class="note">Run <code>{run_id}</code> · data through <b>{cutoff}</b> · {n_total:,} reports ·
-<a href="report" target="_blank" rel="noopener">open the full report (plots, methods, funnel)</a> ·
-<a href="signals.json?kind={kind}&amp;min_a={min_a}&amp;limit={limit}">JSON</a></p>
-<form method="get">rows: <select name="kind">{kind_opts}</select>
-substance: <select name="substance"><option value="">all</option>{sub_opts}</select>
-min a: <input name="min_a" type="number" min="0" value="{min_a}" style="width:4em">
-<input type="hidden" name="sort" value="{sort}"><input type="hidden" name="order" value="{order}">
-<button>show</button> <span class="note">{shown} row(s); click a column to sort</span></form>
-<table id="t"><thead><tr>{head}</tr></thead><tbody>
-{body}
-</tbody></table>
-<p class="note">a = reports with substance and event; E = expected a; ROR with its {conf} CI; flags: PRR (Evans),
-ROR (a ≥ 3, lower bound &gt; 1), IC (IC025 &gt; 0), EB (EB05 ≥ 2). <b>Disproportionality is not causation.</b></p>
-</body></html>"""
 
 HEAD = [("substance", "substance", "text"), ("pt_group", "PT group", "text"), ("pt", "PT", "text"),
         ("a", "a", "int"), ("n_drug", "n", "int"), ("expected", "E", "num"), ("ror", "ROR", "num"),
         ("ror_lo", "ROR lo", "num"), ("ror_hi", "ROR hi", "num"), ("prr", "PRR", "num"), ("ic025", "IC025", "num"),
         ("eb05", "EB05", "num"), ("fisher_p", "Fisher p", "p"), ("signal_prr", "⚑PRR", "flag"),
         ("signal_ror", "⚑ROR", "flag"), ("signal_ic", "⚑IC", "flag"), ("signal_ebgm", "⚑EB", "flag")]
+
+
+def _page(df: pd.DataFrame, m: dict, *, kind: str, substance: str | None, min_a: int, limit: int, sort: str,
+          order: str) -> str:
+    """The table page (``templates/signals_page.html.j2``, autoescaped)."""
+    from pipeline.reports.html import render_template
+
+    # sorting works without JavaScript (the UI's iframe sandbox has no allow-scripts): headers are links
+    base = {"kind": kind, "substance": substance or "", "min_a": min_a, "limit": limit}
+    head = []
+    for col, label, k in HEAD:
+        new = "asc" if (col == sort and order == "desc") or (col != sort and k == "text") else "desc"
+        head.append({"cls": "t" if k == "text" else "", "dir": order if col == sort else None, "label": label,
+                     "query": urlencode({**base, "sort": col, "order": new})})
+    rows = [[dict(zip(("text", "key"), _cell(r[col], k)), cls="t" if k == "text" else ("f" if k == "flag" else ""))
+             for col, _, k in HEAD] for r in df.to_dict("records")]
+    return render_template(
+        "signals_page.html.j2", synthetic=bool(m.get("synthetic")), run_id=m["run_id"], cutoff=m["data_cutoff"],
+        n_total=f"{int(m['counts']['analysis_population']):,}", kind=kind, min_a=min_a, limit=limit, kinds=KINDS,
+        substances=list(dict.fromkeys(m["parameters"]["substances"])), substance=substance, sort=sort,
+        order=order, head=head, rows=rows, conf=f"{float(m['statistics']['confidence_level']) * 100:g}%")
 
 
 def create_app() -> FastAPI:
@@ -133,34 +128,7 @@ def create_app() -> FastAPI:
               min_a: int = Query(0, ge=0), limit: int = Query(2000, ge=1, le=20000), sort: str = "ror_lo",
               order: str = Query("desc", pattern="^(asc|desc)$")):
         df, m = _rows(kind, substance or None, min_a, limit, sort, order)
-        # sorting works without JavaScript (the UI's iframe sandbox has no allow-scripts): headers are links
-        base = f"kind={kind}&amp;substance={escape(substance or '')}&amp;min_a={min_a}&amp;limit={limit}"
-
-        def th(col, label, k):
-            new = "asc" if (col == sort and order == "desc") or (col != sort and k == "text") else "desc"
-            mark = f' data-dir="{order}"' if col == sort else ""
-            return (f'<th class="{"t" if k == "text" else ""}"{mark}><a href="?{base}&amp;sort={col}&amp;order={new}">'
-                    f'{escape(label)}</a></th>')
-
-        head = "".join(th(col, label, k) for col, label, k in HEAD)
-        lines = []
-        for r in df.to_dict("records"):
-            cells = []
-            for col, _, k in HEAD:
-                disp, key = _cell(r[col], k)
-                cls = "t" if k == "text" else ("f" if k == "flag" else "")
-                cells.append(f'<td class="{cls}" data-v="{key}">{disp}</td>')
-            lines.append("<tr>" + "".join(cells) + "</tr>")
-        subs = list(dict.fromkeys(m["parameters"]["substances"]))
-        banner = ('<div class="banner">SYNTHETIC DATA — generated by pipeline sample, not FDA FAERS data</div>'
-                  if m.get("synthetic") else "")
-        html_text = PAGE.format(
-            banner=banner, run_id=escape(m["run_id"]), cutoff=escape(m["data_cutoff"]),
-            n_total=int(m["counts"]["analysis_population"]), kind=kind, min_a=min_a, limit=limit,
-            kind_opts="".join(f'<option{" selected" if k == kind else ""}>{k}</option>' for k in KINDS),
-            sub_opts="".join(f'<option{" selected" if s == substance else ""}>{escape(s)}</option>' for s in subs),
-            shown=len(df), head=head, sort=escape(sort), order=order, body="\n".join(lines),
-            conf=f"{float(m['statistics']['confidence_level']) * 100:g}%")
+        html_text = _page(df, m, kind=kind, substance=substance, min_a=min_a, limit=limit, sort=sort, order=order)
         return HTMLResponse(html_text, headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-store"})
 
     @app.get("/report", response_class=HTMLResponse)

@@ -3,7 +3,6 @@ substances (``curated/name_conflicts.parquet``), grouped by name pair so a perso
 
 from __future__ import annotations
 
-from html import escape
 from pathlib import Path
 
 import pandas as pd
@@ -28,27 +27,21 @@ def conflict_pairs(conflicts: pd.DataFrame) -> pd.DataFrame:
                            ascending=[False, False, True, True], kind="stable").reset_index(drop=True)
 
 
+def context(conflicts: pd.DataFrame | None, limit: int = 50) -> dict | None:
+    """What ``templates/name_conflicts.html.j2`` shows: the ``limit`` name pairs with most reports, plain text and
+    formatted counts (``None`` when the curated folder predates the table)."""
+    if conflicts is None:
+        return None
+    pairs = conflict_pairs(conflicts)
+    shown = pairs.head(limit)
+    return {"shown": len(shown), "more": len(shown) < len(pairs), "n_pairs": f"{len(pairs):,}",
+            "n_rows": f"{len(conflicts):,}",
+            "rows": [{"texts": [str(r[k]) or "—" for k in KEYS], "n_rows": f"{int(r['n_rows']):,}",
+                      "n_reports": f"{int(r['n_reports']):,}"} for r in shown.to_dict("records")]}
+
+
 def section_html(conflicts: pd.DataFrame | None, limit: int = 50) -> str:
     """``<section id="name-conflicts">``: every text escaped; an empty table says so."""
-    intro = ('<p>Drug rows whose <code>drugname</code> and <code>prod_ai</code> name different ketamine-family '
-             'substances, or where only the drugname names one. The more specific name was counted '
-             '(stereo-specific or metabolite &gt; explicitly racemic &gt; plain KETAMINE; a tie keeps FDA\'s '
-             '<code>prod_ai</code>); when <code>prod_ai</code> names another drug it is kept. All kept drug rows '
-             'of any role are listed in <code>curated/name_conflicts.parquet</code>.</p>')
-    if conflicts is None:
-        return ('<section id="name-conflicts"><h2>Substance-name conflicts</h2><p>Not available: the curated tables '
-                'predate <code>name_conflicts.parquet</code> (run <code>pipeline curate</code>).</p></section>')
-    pairs = conflict_pairs(conflicts)
-    if pairs.empty:
-        return f'<section id="name-conflicts"><h2>Substance-name conflicts</h2>{intro}<p>None.</p></section>'
-    shown = pairs.head(limit)
-    head = ["drug name", "prod_ai", "drugname says", "prod_ai says", "counted as", "reason", "DRUG rows", "reports"]
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{escape(str(r[k]) or '—')}</td>" for k in KEYS)
-        + f'<td class="num">{int(r["n_rows"]):,}</td><td class="num">{int(r["n_reports"]):,}</td></tr>'
-        for r in shown.to_dict("records"))
-    count = (f"<p>{len(shown)} of {len(pairs):,} name pairs ({len(conflicts):,} drug rows), by reports.</p>"
-             if len(shown) < len(pairs) else f"<p>{len(pairs):,} name pair(s), {len(conflicts):,} drug row(s).</p>")
-    table = ('<table class="data small"><thead><tr>' + "".join(f"<th>{h}</th>" for h in head)
-             + f"</tr></thead><tbody>{rows}</tbody></table>")
-    return f'<section id="name-conflicts"><h2>Substance-name conflicts</h2>{intro}{count}{table}</section>'
+    from pipeline.reports.html import render_template
+
+    return render_template("name_conflicts.html.j2", nc=context(conflicts, limit))

@@ -188,3 +188,35 @@ def test_headless_chromium_renders(built, tmp_path):
     for s in SECTIONS:
         assert f'id="{s}"' in dom.stdout, s
     print(f"screenshot: {png}")
+
+
+def test_text_from_the_data_is_escaped(built, config):
+    """A PT, drug or substance name carrying markup reaches the page as text, never as a tag."""
+    import pyarrow.parquet as pq
+
+    from pipeline.reports.html import render_report
+
+    root, _, result = built
+    d = report_dir(result)
+    m = json.loads((d / "manifest.json").read_text())
+    evil = "<script>alert('x')</script>"
+    m["run_id"] = m["created_at"] = evil
+    m["config"]["path"] = evil
+    signals = pd.read_parquet(d / "signals.parquet")
+    for c in ("pt", "pt_group"):
+        signals[c] = signals[c].astype(object)
+    signals.loc[signals["pt"].notna(), "pt"] = evil  # every PT row: the top-PT tables and the forest plot
+    signals.loc[signals["pt"].isna(), "pt_group"] = evil  # every PT-group row: the summary and the headline
+    unmapped = pq.read_table(root / "curated" / "unmapped_drugs.parquet").to_pandas()
+    unmapped["drugname"] = evil
+    conflicts = pd.DataFrame([{"report_id": 1, "drugname": evil, "prod_ai": evil, "substance_from_drugname": "x",
+                               "substance_from_prod_ai": None, "chosen": None, "reason": evil}])
+    page = render_report(manifest=m, signals=signals, trend=pd.read_parquet(d / "trend.parquet"),
+                         funnel=pd.read_parquet(d / "funnel.parquet"), unmapped=unmapped, config=config,
+                         name_conflicts=conflicts)
+    assert "<script" not in page.lower()
+    escaped = "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"
+    for section in ("headline", "top-pts", "unmapped", "name-conflicts", "methods"):
+        start = page.index(f'<section id="{section}"')
+        assert escaped in page[start:page.index("</section>", start)], section
+    assert f'<meta name="faers-run-id" content="{escaped}">' in page

@@ -40,6 +40,8 @@ for name, path in [("table", "/faers-signals/"), ("report", "/faers-signals/repo
     c.cookies.clear()
     out[name] = {"anon": anon.status_code, "forged": forged.status_code, "ok": ok.status_code,
                  "cookie": cookie.status_code, "body": ok.text, "csp": ok.headers.get("content-security-policy")}
+evil = c.get("/faers-signals/", params={"substance": "<script>alert(1)</script>", "sort": "pt"}, headers=H)
+out["evil"] = [evil.status_code, evil.text]
 o = c.get("/faers-signals/%2e%2e/%2e%2e/curated/reports.parquet", headers=H)
 out["outside"] = [o.status_code, o.content[:4].decode("latin-1")]
 o = c.get("/faers-signals/../../curated/reports.parquet", headers=H)  # normalised by the client to /curated/...
@@ -96,6 +98,14 @@ def test_logged_in_user_gets_table_anonymous_refused(served):
     a = [r["a"] for r in js["rows"]]
     assert a == sorted(a, reverse=True) and min(a) >= 3
     assert "esketamine" in out["pts"]["body"] and "ketamine_family" not in out["pts"]["body"].split("<tbody>")[1]
+
+
+@pytest.mark.airflow
+def test_query_text_is_escaped_in_the_page(served):
+    out, _ = served
+    status, body = out["evil"]
+    assert status == 200 and "<script" not in body.lower()
+    assert "substance=%3Cscript%3Ealert%281%29%3C%2Fscript%3E&amp;min_a=0" in body  # the sort links keep the filter
 
 
 @pytest.mark.airflow
