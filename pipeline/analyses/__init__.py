@@ -29,8 +29,11 @@ class Results:
     missing: list[str] = field(default_factory=list)  # curated tables the folder predates
 
 
-def run_all(con, cur, config, params: dict, group_prefix: str) -> Results:
-    """Every analysis table for one report (``con`` holds the main table's ``focus_exp``, ``evt``, ``gevt``)."""
+def run_all(con, cur, config, params: dict, group_prefix: str, *, main) -> Results:
+    """Every analysis table for one report.
+
+    ``main`` is the report's population (:class:`pipeline.reports.population.Population`, relations of ``con``):
+    ``outcomes`` reads its focus exposures and events so its ``a`` is the ``a`` of ``signals.parquet``."""
     from pipeline.analyses import by_use, cases, comparators, onset, outcomes, sensitivity, subgroups
     from pipeline.curate.extras import TABLE_NAMES
 
@@ -38,7 +41,8 @@ def run_all(con, cur, config, params: dict, group_prefix: str) -> Results:
     base: Base = prepare(con, cur, config, params, group_prefix)
     timings["prepare"] = round(time.perf_counter() - t0, 3)
     tables, onsets = {}, {}
-    steps = (("outcomes", lambda: outcomes.outcomes(con, base)),
+    steps = (("outcomes", lambda: outcomes.outcomes(con, base, exposed=main.focus_exposures, events=main.events,
+                                                    group_events=main.group_events)),
              ("cases", lambda: cases.cases(con, base, config)),
              ("sensitivity", lambda: sensitivity.sensitivity(con, base, config)),
              ("subgroups", lambda: subgroups.subgroups(con, base, config)),

@@ -11,10 +11,10 @@ from pipeline.curate.extras import OUTCOME_CODES
 COLUMNS = ["substance", "pt_group", "pt", "a", *OUTCOME_CODES.values(), "serious"]
 
 
-def outcomes(con, base: Base, *, exposed: str = "focus_exp", events: str = "evt", group_events: str = "gevt"
-             ) -> pd.DataFrame:
-    """Reads the main table's own exposure and event tables (every PT, not only the focus PTs), so ``a`` is the
-    ``a`` of ``signals.parquet``."""
+def outcomes(con, base: Base, *, exposed: str, events: str, group_events: str) -> pd.DataFrame:
+    """Reads the main table's own exposure and event relations (every PT, not only the focus PTs), so ``a`` is the
+    ``a`` of ``signals.parquet``: ``exposed`` (report_id, drug), ``events`` and ``group_events`` (report_id, event),
+    names of relations in ``con`` owned by the caller."""
     if not base.has("report_outcomes"):
         return pd.DataFrame(columns=COLUMNS)
     flags = ", ".join(f"bool_or(outc_cod = '{code}') AS {name}" for code, name in OUTCOME_CODES.items())

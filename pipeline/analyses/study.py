@@ -74,7 +74,7 @@ def run_study(data_dir, config, study_path, *, progress: bool = False) -> dict:
     from pipeline.analyses.cells import add_stats
     from pipeline.layout import DataDir
     from pipeline.reports import dating
-    from pipeline.reports.build import resolve_params
+    from pipeline.reports.params import resolve_params
     from pipeline.vocabulary import FAMILY
 
     doc = load_study(study_path)

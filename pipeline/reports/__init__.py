@@ -7,8 +7,11 @@ Public API (docs/CONTRACTS.md, "Reports")::
     focus_table_text(report_dir, substance=None, pt_group=None, pt=None, limit=None, top_pts=0) -> str
     register(subparsers)            # the `signals` and `show` CLI commands
 
-Modules: :mod:`.build` (statistics and the report folder), :mod:`.dating` (cut-off database, study window),
-:mod:`.trend` (statistics by quarter, each case at its version as of the quarter),
+Modules, in the order the data flows: :mod:`.build` (``build_report``, the steps in order), :mod:`.params`
+(parameters, the curated database, the fingerprint), :mod:`.dating` (cut-off database, study window),
+:mod:`.population` (the analysis population counted in DuckDB), :mod:`.scoring` (the MGPS prior, statistics
+tables), :mod:`.trend` (statistics by quarter, each case at its version as of the quarter), :mod:`.manifest`,
+:mod:`.publish` (staging, the atomic rename, ``latest``),
 :mod:`.html` + :mod:`.plots` (the self-contained ``report.html``), :mod:`.terminal` (aligned text tables),
 :mod:`.command` (CLI), :mod:`.airflow_plugin` (Airflow UI page). Column meanings: ``docs/report-columns.md``.
 """
@@ -18,7 +21,7 @@ from __future__ import annotations
 import importlib
 
 # Lazy (PEP 562): registering the CLI commands must not import pandas/duckdb (fast start for every command).
-_NAMES = {"FAMILY": "build", "build_report": "build", "latest_report_dir": "build", "read_manifest": "build",
+_NAMES = {"FAMILY": "build", "build_report": "build", "latest_report_dir": "publish", "read_manifest": "manifest",
           "focus_table_text": "terminal"}
 
 

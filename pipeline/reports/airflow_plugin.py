@@ -37,7 +37,7 @@ PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; f
 
 def _latest():
     from pipeline.layout import DataDir
-    from pipeline.reports.build import latest_report_dir
+    from pipeline.reports.publish import latest_report_dir
 
     d = latest_report_dir(DataDir.of(None))
     if d is None:

@@ -35,7 +35,7 @@ def cmd_signals(args) -> int:
 
 def cmd_show(args) -> int:
     from pipeline.layout import DataDir
-    from pipeline.reports.build import latest_report_dir
+    from pipeline.reports.publish import latest_report_dir
     from pipeline.reports.terminal import focus_table_text
 
     data_dir = DataDir.of(args.data_dir)

@@ -17,9 +17,16 @@ of its kept version on.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+from pipeline.reports.scoring import EXTRA_COLUMNS, STAT_COLUMNS, score, split_events
+from pipeline.vocabulary import FAMILY
+
+if TYPE_CHECKING:
+    from pipeline.reports.population import Population
 
 HISTORY_FILES = ("versions", "version_ingredients", "version_pts")
 BASIS = ("each quarter q: every case at its version as of q (latest version received by q, deleted-case lists "
@@ -52,20 +59,20 @@ def _sql_str(x) -> str:
     return "'" + str(x).replace("'", "''") + "'"
 
 
-def _register_versions(con, curated: Path | None, params: dict, config, group_prefix: str) -> None:
+def _register_versions(pop: Population, curated: Path | None, params: dict, config, group_prefix: str) -> None:
     """Temp tables ``tv`` (version spans in the population), ``texp`` (version, drug), ``tevt`` (version, event).
 
-    Final versions reuse the report's ``focus_exp`` and ``tev``; superseded ones map their own ingredients/PTs with
-    the same role, substance and PT-group rules."""
+    Final versions reuse the report's focus exposures and ``tev``; superseded ones map their own ingredients/PTs
+    with the same role, substance and PT-group rules."""
+    con = pop.con
     if not has_history(curated):
-        con.execute("""CREATE OR REPLACE TEMP TABLE tv AS
-                       SELECT report_id AS version_id, report_id, true AS is_final, quarter AS valid_from,
-                              NULL::VARCHAR AS valid_to FROM pop""")
-        con.execute("CREATE OR REPLACE TEMP TABLE texp AS SELECT report_id AS version_id, drug FROM focus_exp")
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE tv AS
+                        SELECT report_id AS version_id, report_id, true AS is_final, quarter AS valid_from,
+                               NULL::VARCHAR AS valid_to FROM {pop.reports}""")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE texp AS "
+                    f"SELECT report_id AS version_id, drug FROM {pop.focus_exposures}")
         con.execute("CREATE OR REPLACE TEMP TABLE tevt AS SELECT report_id AS version_id, event FROM tev")
         return
-    from pipeline.reports.build import FAMILY
-
     f = lambda n: _sql_str(Path(curated) / f"{n}.parquet")  # noqa: E731
     start = params.get("from_quarter")
     con.execute(f"""
@@ -74,7 +81,7 @@ def _register_versions(con, curated: Path | None, params: dict, config, group_pr
         WHERE in_analysis{f" AND first_quarter >= {_sql_str(start)}" if start else ""}""")
     roles = ", ".join(_sql_str(r) for r in params["roles"])
     singles = [s for s in params["substances"] if s != FAMILY]
-    parts = ["SELECT v.version_id, f.drug FROM tv v JOIN focus_exp f USING (report_id) WHERE v.is_final"]
+    parts = [f"SELECT v.version_id, f.drug FROM tv v JOIN {pop.focus_exposures} f USING (report_id) WHERE v.is_final"]
     vi = (f"(SELECT i.version_id, i.substance FROM read_parquet({f('version_ingredients')}) i "
           f"SEMI JOIN tv ON tv.version_id = i.version_id AND NOT tv.is_final WHERE i.role_cod IN ({roles}))")
     if singles:
@@ -93,7 +100,7 @@ def _register_versions(con, curated: Path | None, params: dict, config, group_pr
                        SEMI JOIN tv ON tv.version_id = p.version_id AND NOT tv.is_final)
             SELECT version_id, pt AS event FROM p
             UNION ALL SELECT DISTINCT p.version_id, {_sql_str(group_prefix)} || g.pt_group FROM p
-                      JOIN cfg_groups g USING (pt_key))
+                      JOIN {pop.group_members} g USING (pt_key))
         WHERE event IN (SELECT event FROM trend_wanted)""")
 
 
@@ -119,11 +126,21 @@ def _span_counts(df: pd.DataFrame, keys: list[str], quarters: list[str]) -> dict
     return out
 
 
-def cumulative_trend(con, signals: pd.DataFrame, params: dict, config, fit, quarters: list[str], *,
+def cumulative_trend(pop: Population, signals: pd.DataFrame, params: dict, config, fit, *,
                      group_prefix: str, curated: Path | None = None) -> pd.DataFrame:
-    """Trend rows: one per (quarter, substance, PT or PT group); statistics as in ``signals.parquet``."""
-    from pipeline.reports.build import _split_events, score
+    """Trend rows: one per (quarter of ``pop.quarters``, substance, PT or PT group); statistics as in
+    ``signals.parquet``.
 
+    Parameters
+    ----------
+    pop : the report's population (:func:`pipeline.reports.population.register_population`); read, not changed.
+    signals : the report's ``signals`` rows (they pick each substance's top PTs).
+    params, config : the report's parameters and config.
+    fit : the MGPS prior that scores every row (the report's crude-E prior).
+    group_prefix : the event key prefix of PT groups.
+    curated : the curated folder (its version tables, when present, date each case).
+    """
+    con, quarters = pop.con, pop.quarters
     subs = params["substances"]
     tops = top_pts(signals, int(params.get("trend_top_pts", 5)), int(config.thresholds.ror_min_a))
     wanted = pd.concat([
@@ -134,11 +151,11 @@ def cumulative_trend(con, signals: pd.DataFrame, params: dict, config, fit, quar
     if wanted.empty:
         return _empty(config, fit)
     con.register("trend_wanted", wanted)
-    con.execute("""
+    con.execute(f"""
         CREATE OR REPLACE TEMP TABLE tev AS
-        SELECT report_id, event FROM evt WHERE event IN (SELECT event FROM trend_wanted)
-        UNION ALL SELECT report_id, event FROM gevt WHERE event IN (SELECT event FROM trend_wanted)""")
-    _register_versions(con, curated, params, config, group_prefix)
+        SELECT report_id, event FROM {pop.events} WHERE event IN (SELECT event FROM trend_wanted)
+        UNION ALL SELECT report_id, event FROM {pop.group_events} WHERE event IN (SELECT event FROM trend_wanted)""")
+    _register_versions(pop, curated, params, config, group_prefix)
     n_total = con.sql("SELECT valid_from, valid_to, count(*)::BIGINT AS n FROM tv GROUP BY ALL").df()
     n_drug = con.sql("""SELECT x.drug, v.valid_from, v.valid_to, count(*)::BIGINT AS n
                         FROM texp x JOIN tv v USING (version_id) GROUP BY ALL""").df()
@@ -171,14 +188,12 @@ def cumulative_trend(con, signals: pd.DataFrame, params: dict, config, fit, quar
     res = score(keyed.drop(columns=["quarter"]), config, fit)
     q_e = res["event"].str.split("\x1e", n=1, expand=True)
     res["event"] = q_e[1].to_numpy()
-    out = _split_events(res).drop(columns=["fisher_q"])  # no q-values by quarter: each quarter is no family
+    out = split_events(res).drop(columns=["fisher_q"])  # no q-values by quarter: each quarter is no family
     out.insert(0, "quarter", q_e[0].to_numpy())
     return out.reset_index(drop=True)
 
 
 def _empty(config, fit) -> pd.DataFrame:
-    from pipeline.reports.build import EXTRA_COLUMNS, STAT_COLUMNS
-
     return pd.DataFrame({c: [] for c in ("quarter",) + STAT_COLUMNS + EXTRA_COLUMNS if c != "fisher_q"})
 
 

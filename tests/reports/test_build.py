@@ -103,7 +103,7 @@ def test_signals_one_row_per_key_and_full_grid(built, config):
 def test_signals_equal_engine_on_brute_force_counts(built, config):
     """Every count equals a plain-python count of the curated rows; every statistic equals the engine's output
     for those counts with the manifest's MGPS prior."""
-    from pipeline.reports.build import engine_thresholds
+    from pipeline.reports.scoring import engine_thresholds
     from pipeline.stats import MgpsFit, disproportionality
 
     _, rows, result = built
@@ -399,7 +399,7 @@ def test_detect_synthetic(tmp_path):
     import zipfile
 
     from pipeline.layout import DataDir
-    from pipeline.reports.build import detect_synthetic
+    from pipeline.reports.manifest import detect_synthetic
 
     dd = DataDir(tmp_path / "data")
     (dd.landing).mkdir(parents=True)

@@ -1,0 +1,271 @@
+"""The analysis population of one report, counted in DuckDB: exposures, events, the 2x2 cells, the funnel.
+
+:func:`register_population` is the one owner of the report's relations: it creates them in the report's
+connection and returns a :class:`Population` naming them. The focus statistics here, the trend
+(:func:`pipeline.reports.trend.cumulative_trend`) and the analyses' ``outcomes`` table receive that object and read
+the relations through its attributes; none of them creates, replaces or drops them. They live until the builder
+closes the connection.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline import duck
+from pipeline.errors import PipelineError
+from pipeline.layout import DataDir
+from pipeline.reports.dating import CUTOFF_RULE, FROM_RULE
+from pipeline.reports.scoring import DICT_STRING, GROUP_PREFIX
+from pipeline.vocabulary import FAMILY
+
+FUNNEL_SCHEMA = pa.schema([("step", pa.int64()), ("stage", DICT_STRING), ("name", pa.string()),
+                           ("reports_in", pa.int64()), ("reports_out", pa.int64()), ("reason", pa.string())])
+
+
+def sql_str(s) -> str:
+    """A SQL string literal."""
+    return "'" + str(s).replace("'", "''") + "'"
+
+
+def connect(config, data_dir: DataDir) -> duckdb.DuckDBPyConnection:
+    """The report's DuckDB connection, with the configured memory limit, threads and spill folder."""
+    resources = getattr(config, "resources", None)
+    duck.configure(resources, data_dir)  # the 2x2 counting opens its own connection with the same limits
+    return duck.open_connection(resources, data_dir, label="signals")
+
+
+@dataclass(frozen=True)
+class Population:
+    """The analysis population as relations of ``con`` (temporary tables, owned by :func:`register_population`).
+
+    Attributes
+    ----------
+    con : the connection that holds the relations.
+    n_total : reports in the population.
+    quarters : the database's quarters from the from-quarter on (the trend's quarters; the last is the data cut-off).
+    groups : the selected PT groups' members (``pt_group``, ``pt_key``), also registered as ``group_members``.
+    reports : ``(report_id, quarter)``, one row per report.
+    background_exposures : ``(report_id, drug)``, drug = ingredient in an exposure role.
+    focus_exposures : ``(report_id, drug)``, drug = focus substance (``ketamine_family`` = any of them).
+    events : ``(report_id, event, pt_key, is_indication)``, event = PT.
+    group_events : ``(report_id, event, is_indication)``, event = ``GROUP_PREFIX`` + PT group name.
+    group_members : ``(pt_group, pt_key)``.
+    """
+
+    con: duckdb.DuckDBPyConnection
+    n_total: int
+    quarters: list[str]
+    groups: pd.DataFrame
+    reports: str = "pop"
+    background_exposures: str = "bg_exp"
+    focus_exposures: str = "focus_exp"
+    events: str = "evt"
+    group_events: str = "gevt"
+    group_members: str = "cfg_groups"
+
+    def all_events(self) -> str:
+        """SQL of ``(report_id, event)``: PTs and PT groups."""
+        return f"SELECT report_id, event FROM {self.events} UNION ALL SELECT report_id, event FROM {self.group_events}"
+
+    def arrow(self, sql: str) -> pa.Table:
+        """The result of ``sql`` (over these relations) as an Arrow table."""
+        return self.con.sql(sql).to_arrow_table()
+
+
+def register_population(con, cur: Path, config, params: dict) -> Population:
+    """Create the population's relations in ``con`` from the curated folder ``cur``.
+
+    Parameters
+    ----------
+    con : the report's connection (:func:`connect`).
+    cur : the curated folder of the run's database (:func:`pipeline.reports.dating.curated_for`).
+    config, params : the config and the report's parameters (:func:`pipeline.reports.params.resolve_params`).
+
+    Raises
+    ------
+    PipelineError
+        When a from-quarter meets curated tables without ``first_quarter``, or the population is empty.
+    """
+    from pipeline.curate.reactions import pt_groups_frame
+
+    start = params.get("from_quarter")
+    if start and "first_quarter" not in pq.read_schema(cur / "reports.parquet").names:
+        raise PipelineError(f"--from-quarter needs curated reports with first_quarter; {cur} predates it "
+                            f"(run `pipeline curate`)")
+    where_from = f" AND first_quarter >= {sql_str(start)}" if start else ""
+    roles = ", ".join(sql_str(r) for r in params["roles"])
+    con.execute(f"""
+        CREATE TEMP TABLE pop AS
+        SELECT report_id, quarter FROM read_parquet({sql_str(cur / 'reports.parquet')})
+        WHERE in_analysis{where_from}""")
+    con.execute(f"""
+        CREATE TEMP TABLE ing AS
+        SELECT i.report_id, i.ingredient, i.substance FROM read_parquet({sql_str(cur / 'report_ingredients.parquet')}) i
+        SEMI JOIN pop USING (report_id) WHERE i.role_cod IN ({roles})""")
+    con.execute("CREATE TEMP TABLE bg_exp AS SELECT DISTINCT report_id, ingredient AS drug FROM ing "
+                "WHERE ingredient IS NOT NULL")
+    singles = [s for s in params["substances"] if s != FAMILY]
+    parts = []
+    if singles:
+        parts.append(f"SELECT DISTINCT report_id, substance AS drug FROM ing "
+                     f"WHERE substance IN ({', '.join(sql_str(s) for s in singles)})")
+    if FAMILY in params["substances"]:
+        fam = ", ".join(sql_str(s) for s in config.substances)
+        parts.append(f"SELECT DISTINCT report_id, '{FAMILY}' AS drug FROM ing WHERE substance IN ({fam})")
+    con.execute("CREATE TEMP TABLE focus_exp AS " + " UNION ALL ".join(parts))
+    con.execute(f"""
+        CREATE TEMP TABLE evt AS
+        SELECT DISTINCT p.report_id, p.pt AS event, p.pt_key, p.is_indication FROM read_parquet({sql_str(cur / 'report_pts.parquet')}) p
+        SEMI JOIN pop USING (report_id)""")
+    groups = pt_groups_frame(config).to_pandas()
+    groups = groups[groups["pt_group"].isin(params["pt_groups"])]
+    con.register("cfg_groups", groups)
+    con.execute(f"""
+        CREATE TEMP TABLE gevt AS
+        SELECT e.report_id, {sql_str(GROUP_PREFIX)} || g.pt_group AS event,
+               bool_or(coalesce(e.is_indication, false)) AS is_indication
+        FROM evt e JOIN cfg_groups g USING (pt_key) GROUP BY 1, 2""")
+    n_total = con.execute("SELECT count(*) FROM pop").fetchall()[0][0]
+    if n_total == 0:
+        raise PipelineError("signals: the analysis population is empty"
+                            + (f" up to {params['cutoff_quarter']}" if params["cutoff_quarter"] else "")
+                            + (f" from {params['from_quarter']}" if params["from_quarter"] else "")
+                            + f" (curated tables in {cur})")
+    # the database's quarters (those of its raw inputs), from the from-quarter on
+    quarters = sorted({str(r.get("quarter")) for r in (_read_json(cur / "manifest.json").get("inputs") or [])
+                       if r.get("quarter")})
+    if not quarters:
+        quarters = [r[0] for r in con.execute("SELECT DISTINCT quarter FROM pop ORDER BY 1").fetchall()]
+    # (a case can be first received after the last file when its init_fda_dt is later: keep the last quarter)
+    quarters = [q for q in quarters if not start or q >= start] or quarters[-1:]
+    return Population(con=con, n_total=int(n_total), quarters=quarters, groups=groups)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def count_in_population(exposures: pa.Table, events: pa.Table, n_total: int) -> pa.Table:
+    """``stats.count_pairs`` with the universe = the analysis population (``n_total`` reports, every one with a PT)."""
+    from pipeline.stats import count_pairs
+
+    return count_pairs(exposures, events, n_total=n_total)
+
+
+@dataclass(frozen=True)
+class Background:
+    """Every ingredient x PT pair with a >= 1 (``counts``) and the report-level rows it was counted from."""
+
+    exposures: pa.Table
+    events: pa.Table
+    counts: pa.Table
+
+
+def background(pop: Population, params: dict) -> Background:
+    """The background counts. Raises PipelineError when the population has no ingredient x PT pair."""
+    exposures = pop.arrow(f"SELECT report_id, drug FROM {pop.background_exposures}")
+    events = pop.arrow(f"SELECT report_id, event FROM {pop.events}")
+    counts = count_in_population(exposures, events, pop.n_total)
+    if counts.num_rows == 0:
+        raise PipelineError("signals: no ingredient x PT pair in the analysis population "
+                            f"(roles {'+'.join(params['roles'])})")
+    return Background(exposures=exposures, events=events, counts=counts)
+
+
+def mgps_strata(pop: Population, cur: Path, config, params: dict) -> dict:
+    """The MGPS strata of the analysis population (``[mgps] strata``): ``columns`` and a ``table`` of
+    (report_id, stratum); none with the zero-inclusive likelihood, whose zero cells come from crude margins."""
+    cols = list(config.mgps_strata)
+    if not cols:
+        return {"columns": [], "note": "[mgps] strata = [] (unstratified)"}
+    if params["mgps_likelihood"] == "zero-inclusive":
+        return {"columns": [], "note": "not stratified: the zero-inclusive likelihood counts zero cells from the "
+                                       "crude margins"}
+    have = pq.read_schema(cur / "reports.parquet").names
+    missing = [c for c in cols if c not in have]
+    if missing:
+        raise PipelineError(f"[mgps] strata: curated reports have no column {', '.join(missing)} "
+                            f"(run `pipeline curate`, or set strata = [])")
+    start = params.get("from_quarter")
+    where_from = f" AND first_quarter >= {sql_str(start)}" if start else ""
+    key = " || '|' || ".join(f"coalesce(CAST({c} AS VARCHAR), '?')" for c in cols)
+    table = pop.arrow(f"""SELECT report_id, {key} AS stratum FROM read_parquet({sql_str(cur / 'reports.parquet')})
+                          WHERE in_analysis{where_from}""")
+    return {"columns": cols, "table": table,
+            "note": "E = sum over strata s of n_drug,s * n_event,s / n_total,s (a missing value is its own stratum)"}
+
+
+def focus_counts(pop: Population, params: dict, strata: dict) -> pd.DataFrame:
+    """Counts for the full focus grid: every focus substance x every PT and every PT group (a = 0 included),
+    with the stratified ``expected`` when ``strata`` has columns."""
+    exp = pop.arrow(f"SELECT report_id, drug FROM {pop.focus_exposures}")
+    events = pop.arrow(pop.all_events())
+    pairs = count_in_population(exp, events, pop.n_total).to_pandas()[["drug", "event", "a"]]
+    n_drug = dict(pop.con.execute(f"SELECT drug, count(*) FROM {pop.focus_exposures} GROUP BY 1").fetchall())
+    n_event = pop.con.sql(f"""SELECT event, count(*)::BIGINT AS n_event FROM {pop.events} GROUP BY 1
+                              UNION ALL SELECT event, count(*)::BIGINT FROM {pop.group_events} GROUP BY 1""").df()
+    group_events = pd.DataFrame({"event": [GROUP_PREFIX + g for g in params["pt_groups"]]})
+    n_event = group_events.merge(n_event, on="event", how="left").pipe(
+        lambda g: pd.concat([g, n_event[~n_event["event"].str.startswith(GROUP_PREFIX)]]))
+    n_event["n_event"] = n_event["n_event"].fillna(0).astype(np.int64)
+    grid = pd.DataFrame({"drug": params["substances"]}).merge(n_event, how="cross")
+    grid["n_drug"] = grid["drug"].map(lambda s: int(n_drug.get(s, 0))).astype(np.int64)
+    grid = grid.merge(pairs, on=["drug", "event"], how="left")
+    grid["a"] = grid["a"].fillna(0).astype(np.int64)
+    grid["n_total"] = np.int64(pop.n_total)
+    grid = grid[["drug", "event", "a", "n_drug", "n_event", "n_total"]]
+    if strata["columns"]:
+        from pipeline.stats.counting import stratified_expected_counts
+
+        fexp = pop.arrow(f"SELECT report_id, drug FROM {pop.focus_exposures}")
+        fev = pop.arrow(pop.all_events())
+        grid["expected"] = stratified_expected_counts(fexp, fev, strata["table"], grid)[0]
+    return grid
+
+
+def indication_counts(pop: Population) -> pd.DataFrame:
+    """(drug, event, a_indication): focus pairs whose PT is also an indication in the report."""
+    return pop.con.sql(f"""
+        SELECT f.drug, e.event, count(*)::BIGINT AS a_indication
+        FROM {pop.focus_exposures} f
+        JOIN (SELECT report_id, event FROM {pop.events} WHERE is_indication
+              UNION ALL SELECT report_id, event FROM {pop.group_events} WHERE is_indication) e USING (report_id)
+        GROUP BY 1, 2""").df()
+
+
+def funnel(pop: Population, cur: Path, params: dict, signals: pd.DataFrame) -> pd.DataFrame:
+    """The curated funnel (stage ``curate``) plus the report's own steps (stage ``report``)."""
+    curated = pq.read_table(cur / "funnel.parquet").to_pandas()
+    rows = [{"step": int(r.step), "stage": "curate", "name": r.name, "reports_in": int(r.reports_in),
+             "reports_out": int(r.reports_out), "reason": r.reason} for r in curated.itertuples()]
+    step = max([r["step"] for r in rows], default=0)
+    analysis = pop.con.execute(f"SELECT count(*) FROM read_parquet({sql_str(cur / 'reports.parquet')}) "
+                               f"WHERE in_analysis").fetchall()[0][0]
+    cut, start = params["cutoff_quarter"], params.get("from_quarter")
+    step += 1
+    rows.append({"step": step, "stage": "report", "name": "data cut-off", "reports_in": int(analysis),
+                 "reports_out": int(analysis),
+                 "reason": (CUTOFF_RULE.format(q=cut) + "; the curate steps above are that database's" if cut else
+                            "no cut-off: every quarter of the curated tables")})
+    step += 1
+    rows.append({"step": step, "stage": "report", "name": "study window", "reports_in": int(analysis),
+                 "reports_out": int(pop.n_total),
+                 "reason": FROM_RULE.format(q=start) if start else "no from-quarter: every case"})
+    fam = signals.loc[signals["substance"] == FAMILY, "n_drug"]
+    if len(fam):
+        step += 1
+        rows.append({"step": step, "stage": "report", "name": "ketamine-family exposure (report)",
+                     "reports_in": int(pop.n_total), "reports_out": int(fam.iloc[0]),
+                     "reason": f"reports with a ketamine-family drug in role {'+'.join(params['roles'])}"})
+    return pd.DataFrame(rows, columns=[f.name for f in FUNNEL_SCHEMA])
