@@ -60,7 +60,7 @@ def _phase(kind: str, workdir: Path) -> None:
         import pyarrow.csv as pacsv
         import pyarrow.parquet as pq
 
-        from pipeline.ingest import _read_member
+        from pipeline.ingest import read_member
 
         [zp] = list((workdir / "ingest" / "landing").glob("*.zip"))
         with zipfile.ZipFile(zp) as zf:
@@ -68,7 +68,7 @@ def _phase(kind: str, workdir: Path) -> None:
                        if i.filename.lower().endswith(".txt") and "delet" not in i.filename.lower()]
 
         def one(info) -> int:
-            data = _read_member(zp, info.filename, info.file_size)
+            data = read_member(zp, info.filename, info.file_size)
             head, _, body = data.partition(b"\n")
             names = head.decode().rstrip("\r$").split("$")
             t = pacsv.read_csv(pa.py_buffer(body),

@@ -14,6 +14,7 @@ Imported by Airflow components (``[core] hostname_callable`` of the local worker
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets as _secrets
 import shlex
@@ -27,6 +28,11 @@ EXECUTOR = "CeleryExecutor"
 AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 #: task slots per Celery worker (compose: AIRFLOW_WORKER_CONCURRENCY); curation of all FAERS needs ~12 GB
 WORKER_CONCURRENCY = 2
+#: Celery settings Airflow has no own option for (``[celery] extra_celery_config``, merged into the Celery app of the
+#: workers and the scheduler). A worker that loses Redis (restart, failover, network) must reconnect rather than exit:
+#: Celery's own default gives up after 100 attempts (~45 min), and with retries off or at 0 the worker shuts down on
+#: the first loss, leaving queued tasks with nobody to run them (nothing restarts a worker of the local stack).
+CELERY_EXTRA = {"broker_connection_retry": True, "broker_connection_max_retries": None}  # None: retry forever
 #: Airflow setting -> name of the secret it is read from (compose: .env; local stack: AIRFLOW_HOME/secrets.env)
 SECRET_SETTINGS = {
     "AIRFLOW__CORE__FERNET_KEY": "FERNET_KEY",
@@ -36,8 +42,8 @@ SECRET_SETTINGS = {
 #: the settings both topologies must agree on (the compose test compares exactly these)
 SHARED_KEYS = ("AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CORE__AUTH_MANAGER", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
                "AIRFLOW__CELERY__RESULT_BACKEND", "AIRFLOW__CELERY__BROKER_URL",
-               "AIRFLOW__CELERY__WORKER_CONCURRENCY", *SECRET_SETTINGS, "AIRFLOW__CORE__LOAD_EXAMPLES",
-               "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION")
+               "AIRFLOW__CELERY__WORKER_CONCURRENCY", "AIRFLOW__CELERY__EXTRA_CELERY_CONFIG", *SECRET_SETTINGS,
+               "AIRFLOW__CORE__LOAD_EXAMPLES", "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION")
 #: secrets the local stack generates once into AIRFLOW_HOME/secrets.env (mode 600)
 LOCAL_SECRETS = ("POSTGRES_PASSWORD", "FERNET_KEY", "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY",
                  "AIRFLOW_ADMIN_PASSWORD")
@@ -88,6 +94,7 @@ def shared_settings(pg: Postgres, redis: Redis, secrets: dict[str, str],
         "AIRFLOW__CELERY__RESULT_BACKEND": pg.result_backend,
         "AIRFLOW__CELERY__BROKER_URL": redis.url,
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(worker_concurrency),
+        "AIRFLOW__CELERY__EXTRA_CELERY_CONFIG": json.dumps(CELERY_EXTRA, sort_keys=True),
         **{setting: secrets[name] for setting, name in SECRET_SETTINGS.items()},
         "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "true",

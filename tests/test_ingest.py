@@ -377,7 +377,8 @@ def test_failed_validation_publishes_nothing_and_keeps_the_result(ingested_2024q
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from pipeline.ingest import _parse_exact, _parse_fast  # noqa: E402
+from pipeline.ingest.exact import parse_exact  # noqa: E402
+from pipeline.ingest.fast import parse_fast  # noqa: E402
 
 _FIELD = st.text(alphabet="abcXYZ 09.-'#\"~é", max_size=6)  # '~' becomes a cp1252 byte (invalid UTF-8)
 _LINE_KIND = st.sampled_from(["ok", "ok", "ok", "ok", "glued", "embedded", "short", "no_trailing", "trailing_junk",
@@ -410,8 +411,8 @@ def test_fast_and_exact_parsers_agree(rows, trailing, crlf, final_newline):
             line += end
         lines.append(line)
     data = (eol.join(lines) + (eol if final_newline else "")).encode().replace(b"~", b"\xd3")
-    fast = _parse_fast(data, "REAC", "REAC24Q1.txt")
-    exact = _parse_exact(data, "REAC", "REAC24Q1.txt")
+    fast = parse_fast(data, "REAC", "REAC24Q1.txt")
+    exact = parse_exact(data, "REAC", "REAC24Q1.txt")
     if fast is None:  # the fast path may decline (e.g. many bad rows); never disagree
         return
     assert fast.table.equals(exact.table)
@@ -424,9 +425,9 @@ def test_fast_and_exact_parsers_agree(rows, trailing, crlf, final_newline):
 
 def test_fast_path_is_taken_on_clean_ascii_and_declines_otherwise():
     clean = ("\n".join([HEADERS_B["REAC"], "1$2$Nausea$", "3$4$Dissociation$"]) + "\n").encode()
-    assert _parse_fast(clean, "REAC", "r") is not None
-    assert _parse_fast(clean.replace(b"Nausea", b"N\xe1usea"), "REAC", "r").record.encoding_fallback_lines == 1
-    assert _parse_fast(clean + b"\n", "REAC", "r") is None  # blank line
+    assert parse_fast(clean, "REAC", "r") is not None
+    assert parse_fast(clean.replace(b"Nausea", b"N\xe1usea"), "REAC", "r").record.encoding_fallback_lines == 1
+    assert parse_fast(clean + b"\n", "REAC", "r") is None  # blank line
 
 
 @settings(max_examples=200, deadline=None)
@@ -436,13 +437,13 @@ def test_byte_counts_match_a_plain_count_whatever_the_slice_size(data, start, st
     """The sliced numpy scan counts like ``bytes.count``, '\\r\\n' pairs across slice edges included."""
     from unittest import mock
 
-    import pipeline.ingest as ingest_module
+    from pipeline.ingest import bytescan
 
     body = data[start:]
     high = [start + i for i, b in enumerate(body) if b >= 0x80]
-    with mock.patch.object(ingest_module, "_SCAN_STEP", step):
-        counts = ingest_module._count_bytes(data, start, high_limit=1_000)
-        capped = ingest_module._count_bytes(data, start, high_limit=0)
+    with mock.patch.object(bytescan, "SCAN_STEP", step):
+        counts = bytescan.count_bytes(data, start, high_limit=1_000)
+        capped = bytescan.count_bytes(data, start, high_limit=0)
     assert counts.newlines == body.count(b"\n")
     assert counts.carriage_returns == body.count(b"\r")
     assert counts.crlf == body.count(b"\r\n")
@@ -453,7 +454,7 @@ def test_byte_counts_match_a_plain_count_whatever_the_slice_size(data, start, st
 def test_carriage_return_inside_a_field_stays_in_the_field():
     """FDA ends lines with '\\n' (or '\\r\\n'); a lone '\\r' inside a field is text, not a line end."""
     data = ("\n".join([HEADERS_B["REAC"], "1$2$Naus\rea$", "3$4$Dissociation$"]) + "\n").encode()
-    assert _parse_fast(data, "REAC", "r") is None  # Arrow would split the line: the exact path decides
+    assert parse_fast(data, "REAC", "r") is None  # Arrow would split the line: the exact path decides
     parsed = parse_delimited(data, "REAC", "r")
     assert parsed.table.column("pt").to_pylist() == ["Naus\rea", "Dissociation"]
     assert parsed.source_lines.tolist() == [2, 3]
@@ -479,17 +480,17 @@ def _corrupt(path: Path, mutate) -> None:
 
 
 def test_member_reader_matches_zipfile_for_deflated_and_stored(tmp_path):
-    from pipeline.ingest import _read_member
+    from pipeline.ingest import read_member
 
     data = ("\n".join([HEADERS_B["REAC"]] + [f"{i}$1$Nausea" for i in range(5000)]) + "\n").encode()
     for method in (zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED):
         zp = _one_member_zip(tmp_path / f"m{method}.zip", data, method)
-        assert _read_member(zp, "ASCII/REAC24Q1.txt", len(data)) == data
+        assert read_member(zp, "ASCII/REAC24Q1.txt", len(data)) == data
 
 
 def test_member_reader_refuses_a_bad_crc(tmp_path):
     """A byte changed in the stored CRC (the data inflate fine): refused, like zipfile does."""
-    from pipeline.ingest import _parse_member
+    from pipeline.ingest import parse_member
 
     data = ("\n".join([HEADERS_B["REAC"], "1$2$Nausea"]) + "\n").encode()
     zp = _one_member_zip(tmp_path / "faers_ascii_2024q1.zip", data)
@@ -500,12 +501,12 @@ def test_member_reader_refuses_a_bad_crc(tmp_path):
 
     _corrupt(zp, flip_crc)
     with pytest.raises(IngestError, match="CRC"):
-        _parse_member(zp, "ASCII/REAC24Q1.txt", len(data), "REAC", Quarter.parse("2024Q1"))
+        parse_member(zp, "ASCII/REAC24Q1.txt", len(data), "REAC", Quarter.parse("2024Q1"))
 
 
 def test_member_reader_refuses_more_bytes_than_declared(tmp_path):
     """A member whose deflate stream holds more than its declared size (a lying header) is cut at the cap."""
-    from pipeline.ingest import _parse_member
+    from pipeline.ingest import parse_member
 
     data = ("\n".join([HEADERS_B["REAC"]] + ["1$2$Nausea"] * 1000) + "\n").encode()
     zp = _one_member_zip(tmp_path / "faers_ascii_2024q1.zip", data)
@@ -516,11 +517,11 @@ def test_member_reader_refuses_more_bytes_than_declared(tmp_path):
 
     _corrupt(zp, shrink_size)
     with pytest.raises(IngestError, match="larger than its declared size"):
-        _parse_member(zp, "ASCII/REAC24Q1.txt", 100, "REAC", Quarter.parse("2024Q1"))
+        parse_member(zp, "ASCII/REAC24Q1.txt", 100, "REAC", Quarter.parse("2024Q1"))
 
 
 def test_member_reader_refuses_corrupt_deflate_data(tmp_path):
-    from pipeline.ingest import _parse_member
+    from pipeline.ingest import parse_member
 
     data = ("\n".join([HEADERS_B["REAC"]] + [f"{i}$2$Nausea" for i in range(3000)]) + "\n").encode()
     zp = _one_member_zip(tmp_path / "faers_ascii_2024q1.zip", data)
@@ -532,7 +533,7 @@ def test_member_reader_refuses_corrupt_deflate_data(tmp_path):
 
     _corrupt(zp, scramble)
     with pytest.raises(IngestError, match="cannot read"):
-        _parse_member(zp, "ASCII/REAC24Q1.txt", len(data), "REAC", Quarter.parse("2024Q1"))
+        parse_member(zp, "ASCII/REAC24Q1.txt", len(data), "REAC", Quarter.parse("2024Q1"))
 
 
 def test_raw_parquet_dictionary_only_for_repetitive_text_statistics_only_for_typed(tmp_path):

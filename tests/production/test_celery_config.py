@@ -5,6 +5,7 @@ Fast and service-free (no `slow` mark): it reads the compose file, the module an
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -80,6 +81,19 @@ def test_celery_accepts_the_backend_and_broker_urls():
     broker = parse_url(cfg.compose_settings()["AIRFLOW__CELERY__BROKER_URL"].replace("${REDIS_PASSWORD}", "pw"))
     assert (broker["transport"], broker["hostname"], broker["port"], broker["virtual_host"]) == \
         ("redis", "redis", 6379, "0")
+
+
+def test_workers_reconnect_to_the_broker_for_ever(tmp_path):
+    """Airflow merges EXTRA_CELERY_CONFIG into the Celery app of the workers: retry on broker loss, never give up."""
+    code = ("from airflow.providers.celery.executors.celery_executor_utils import app\n"
+            "print(app.conf.broker_connection_retry, app.conf.broker_connection_max_retries)")
+    setting = cfg.compose_settings()["AIRFLOW__CELERY__EXTRA_CELERY_CONFIG"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=180,
+                         env={**env, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__EXECUTOR": cfg.EXECUTOR,
+                              "AIRFLOW__CELERY__EXTRA_CELERY_CONFIG": setting})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1].split() == ["True", "None"], out.stdout  # above it: log lines
 
 
 def test_password_with_url_characters_is_quoted():

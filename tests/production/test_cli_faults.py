@@ -135,7 +135,10 @@ def _stderr_line(proc: subprocess.Popen, needle: str, timeout: float) -> str:
 
 
 def test_two_runs_on_one_data_dir(reference, tmp_path):
-    """Deterministic: the first run is frozen (SIGSTOP) while it holds the lock, so the second must meet it."""
+    """Deterministic: the first run is frozen (SIGSTOP) while it holds the lock, so the second must meet it.
+
+    Without the ``flock`` of pipeline/lock.py the second run is not refused: it runs to the end beside the frozen first
+    one (exit 0), and the test fails there."""
     data = tmp_path / "data"
     args = ("run", "--source", str(reference["mirror"]), "--data-dir", str(data))
     first = subprocess.Popen(_cmd(*args), cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
