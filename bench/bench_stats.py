@@ -35,14 +35,12 @@ import numpy as np
 import pyarrow as pa
 
 
-def make_reports(n_reports: int, n_drugs: int = 5000, n_events: int = 2000, seed: int = 7):
-    """Synthetic report-level exposures (report_id, drug) and events (report_id, event).
+def _zipf_reports(rng, n_reports: int, n_drugs: int, n_events: int):
+    """Zipf-like drug and event popularity, 1–4 drugs and 1–5 events per report.
 
-    Zipf-like drug and event popularity; 1–4 drugs and 1–5 events per report (drugs may repeat inside a report:
-    counted once); a share of each report's events comes from a small drug-specific set (that gives the
-    over-dispersion MGPS models).
+    Returns the drug rows (report ids ``rd``, drug indices ``drugs``), drugs per report ``k_drug``, the event rows'
+    report ids ``re`` (events still to draw), events per report ``k_event`` and the event popularity ``p_event``.
     """
-    rng = np.random.default_rng(seed)
     p_drug = 1.0 / (np.arange(n_drugs) + 20.0) ** 1.1
     p_drug /= p_drug.sum()
     p_event = 1.0 / (np.arange(n_events) + 10.0)
@@ -51,8 +49,20 @@ def make_reports(n_reports: int, n_drugs: int = 5000, n_events: int = 2000, seed
     k_event = 1 + np.minimum(rng.poisson(1.0, n_reports), 4)
     rd = np.repeat(np.arange(n_reports, dtype=np.int64), k_drug)
     drugs = rng.choice(n_drugs, rd.size, p=p_drug)
-    primary = drugs[np.r_[0, np.cumsum(k_drug)[:-1]]]
     re = np.repeat(np.arange(n_reports, dtype=np.int64), k_event)
+    return rd, drugs, k_drug, re, k_event, p_event
+
+
+def make_reports(n_reports: int, n_drugs: int = 5000, n_events: int = 2000, seed: int = 7):
+    """Synthetic report-level exposures (report_id, drug) and events (report_id, event).
+
+    Zipf-like drug and event popularity; 1–4 drugs and 1–5 events per report (drugs may repeat inside a report:
+    counted once); a share of each report's events comes from a small drug-specific set (that gives the
+    over-dispersion MGPS models).
+    """
+    rng = np.random.default_rng(seed)
+    rd, drugs, k_drug, re, k_event, p_event = _zipf_reports(rng, n_reports, n_drugs, n_events)
+    primary = drugs[np.r_[0, np.cumsum(k_drug)[:-1]]]
     prim = np.repeat(primary, k_event)
     specific = rng.integers(0, n_events, (n_drugs, 15))
     strength = rng.gamma(0.7, 0.3, n_drugs).clip(max=0.9)  # drug-specific share of "own" events
@@ -150,15 +160,7 @@ def make_quiet_reports(n_reports: int, n_drugs: int = 6000, n_events: int = 2500
     Returns the rows table and the list of injected pairs.
     """
     rng = np.random.default_rng(seed)
-    p_drug = 1.0 / (np.arange(n_drugs) + 20.0) ** 1.1
-    p_drug /= p_drug.sum()
-    p_event = 1.0 / (np.arange(n_events) + 10.0)
-    p_event /= p_event.sum()
-    k_drug = 1 + np.minimum(rng.poisson(0.6, n_reports), 3)
-    k_event = 1 + np.minimum(rng.poisson(1.0, n_reports), 4)
-    rd = np.repeat(np.arange(n_reports, dtype=np.int64), k_drug)
-    drugs = rng.choice(n_drugs, rd.size, p=p_drug)
-    re = np.repeat(np.arange(n_reports, dtype=np.int64), k_event)
+    rd, drugs, _, re, _, p_event = _zipf_reports(rng, n_reports, n_drugs, n_events)
     events = rng.choice(n_events, re.size, p=p_event)
     # signals on drugs of middling popularity (rank 50..2000), each with one event
     sig_drugs = rng.choice(np.arange(50, 2000), n_signals, replace=False)

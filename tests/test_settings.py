@@ -30,8 +30,9 @@ def test_default_config_loads():
     assert {"dissociation", "tachycardia", "hypertension"} <= {g.name for g in c.pt_groups}
     assert all(g.source and g.pts for g in c.pt_groups)
     t = c.thresholds
-    assert (t.evans_min_a, t.evans_min_prr, t.evans_min_chi2_yates) == (3, 2.0, 4.0)
-    assert (t.ror_min_a, t.ror_lo_gt, t.ic025_gt, t.eb05_ge) == (3, 1.0, 0.0, 2.0)
+    assert (t.prr_min_a, t.prr_min, t.chi2_yates_min) == (3, 2.0, 4.0)
+    assert (t.ror_min_a, t.ror_lo_min, t.ic025_min, t.eb05_min, t.ebgm_min_a) == (3, 1.0, 0.0, 2.0, 3)
+    assert (c.gates.quarantine_rate_max, c.gates.unmapped_share_max) == (0.001, 0.05)
     assert c.mgps_likelihood == "openebgm" and c.confidence_level == 0.95
     assert dict(c.brands)["KETANEST S"] == "esketamine" and dict(c.brands)["KETALAR"] == "ketamine"
     assert c.case_definition_version == "ketamine-family-v2"

@@ -292,9 +292,9 @@ def _write(con, data_dir: DataDir, config: Config, fp: str, files, counts, funne
         for name, sql in queries.items():
             rows[name] = _copy(con, sql, out / f"{name}.parquet", ALL_TABLES[name], meta)
         warnings = []
-        if drug_summary["unmapped_share"] > config.thresholds.unmapped_share_max:
+        if drug_summary["unmapped_share"] > config.gates.unmapped_share_max:
             warnings.append(f"unmapped drug rows {drug_summary['unmapped_share']:.1%} exceed "
-                            f"thresholds.unmapped_share_max {config.thresholds.unmapped_share_max:.1%}")
+                            f"thresholds.unmapped_share_max {config.gates.unmapped_share_max:.1%}")
         if pt_summary["configured_pts_never_seen"]:
             warnings.append(f"{len(pt_summary['configured_pts_never_seen'])} configured PT(s) never seen")
         summary = {

@@ -28,13 +28,12 @@ _ROW_SUITE_TABLES = ("reports", "report_ingredients", "report_pts", "unmapped_dr
 
 
 def _cfg_threshold(config, name: str, default: float) -> float:
-    """A ``[thresholds]`` value from a Config (or a plain mapping), else ``default``."""
+    """A data-quality limit of ``[thresholds]`` from a Config (or a plain mapping), else ``default``."""
     if config is None:
         return default
     if isinstance(config, dict):
         return float((config.get("thresholds") or config).get(name, default))
-    t = getattr(config, "thresholds", None)
-    return float(getattr(t, name, default)) if t is not None else default
+    return float(getattr(config.gates, name))
 
 
 def _read_curated(data_dir: DataDir, name: str, columns: list[str]) -> tuple[pa.Table, pa.Schema | None]:

@@ -28,9 +28,13 @@ _CI_GAPS = {  # derived column: (upper, lower) -> upper - lower >= -tolerance wh
 
 
 def signal_rules(config=None, thresholds: dict | None = None) -> dict:
-    """The flag thresholds to recompute: engine defaults <- config ``[thresholds]`` <- ``thresholds``."""
-    rules = {"prr_min_a": 3, "prr_min": 2.0, "chi2_yates_min": 4.0, "ror_min_a": 3, "ror_lo_min": 1.0,
-             "ic025_min": 0.0, "eb05_min": 2.0, "ebgm_min_a": 0}
+    """The flag thresholds to recompute: the rules' defaults <- config ``[thresholds]`` <- ``thresholds``.
+
+    ``config``: a Config, or a mapping holding a ``[thresholds]`` table (config key names); ``None`` with no
+    ``thresholds`` reads the shipped config. ``thresholds``: field names, as a manifest records them.
+    """
+    from pipeline.stats.rules import Thresholds
+
     if config is None and thresholds is None:
         try:
             from pipeline.settings import load_config
@@ -38,17 +42,12 @@ def signal_rules(config=None, thresholds: dict | None = None) -> dict:
             config = load_config(None)
         except Exception:  # noqa: BLE001 - the shipped config is optional here
             config = None
-    if config is not None:
-        t = config.get("thresholds", config) if isinstance(config, dict) else getattr(config, "thresholds", None)
-        get = (lambda k: t.get(k)) if isinstance(t, dict) else (lambda k: getattr(t, k, None))
-        for ours, theirs in (("prr_min_a", "evans_min_a"), ("prr_min", "evans_min_prr"),
-                             ("chi2_yates_min", "evans_min_chi2_yates"), ("ror_min_a", "ror_min_a"),
-                             ("ror_lo_min", "ror_lo_gt"), ("ic025_min", "ic025_gt"), ("eb05_min", "eb05_ge"),
-                             ("ebgm_min_a", "ebgm_min_a")):
-            if t is not None and get(theirs) is not None:
-                rules[ours] = get(theirs)
-    rules.update(thresholds or {})
-    return rules
+    rules = Thresholds()
+    if isinstance(config, dict):
+        rules = Thresholds.from_config(config.get("thresholds", config))
+    elif config is not None:
+        rules = config.thresholds
+    return rules.replace(thresholds).as_dict()
 
 
 def outputs_frame(df, keys: list[str], rules: dict):

@@ -34,7 +34,7 @@ from pipeline.reports import population, publish, trend
 from pipeline.reports.manifest import compose, detect_synthetic, read_curation_notes, read_manifest, validate
 from pipeline.reports.params import REPORT_VERSION, curated_inputs, resolve_params
 from pipeline.reports.publish import ReportTables, latest_report_dir
-from pipeline.reports.scoring import (GROUP_PREFIX, all_pairs_table, engine_thresholds, fit_prior, focus_rows,
+from pipeline.reports.scoring import (GROUP_PREFIX, all_pairs_table, fit_prior, focus_rows,
                                       score, signals_table)
 from pipeline.vocabulary import FAMILY, SUBSTANCES
 
@@ -42,7 +42,7 @@ log = logging.getLogger("pipeline.reports")
 
 # what callers import from here (the CLI, the Airflow page, the study command, tests)
 __all__ = ["FAMILY", "GROUP_PREFIX", "REPORT_VERSION", "SUBSTANCES", "build_report", "detect_synthetic",
-           "engine_thresholds", "latest_report_dir", "read_manifest", "resolve_params", "score"]
+           "latest_report_dir", "read_manifest", "resolve_params", "score"]
 
 
 class _Steps:

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from pipeline.layout import DataDir
 from pipeline.reports import dating, trend
 from pipeline.reports.params import REPORT_VERSION, CuratedInputs
-from pipeline.reports.scoring import FLAG_COLUMNS, Prior, count_outside, engine_thresholds
+from pipeline.reports.scoring import FLAG_COLUMNS, Prior, count_outside
 
 if TYPE_CHECKING:
     from pipeline.reports.population import Population
@@ -197,7 +197,7 @@ def compose(*, run_id: str, created_at, data_dir: DataDir, inputs: CuratedInputs
         "counting_unit": "de-duplicated report (one caseid after version collapse, deleted cases removed, "
                          "cross-case duplicates excluded); counted once per drug, PT, PT group and pair",
         "duplicate_policy": cur_manifest.get("duplicate_policy", config.as_dict().get("duplicates")),
-        "statistics": {"confidence_level": config.confidence_level, "thresholds": engine_thresholds(config),
+        "statistics": {"confidence_level": config.confidence_level, "thresholds": config.thresholds.as_dict(),
                        "ebgm_min_a": int(config.thresholds.ebgm_min_a), "haldane": False,
                        "multiplicity": "fisher_q = Benjamini-Hochberg q-value of fisher_p over the rows of one "
                                        "substance and one level (PT rows apart from PT-group rows) with a >= 1; "

@@ -63,35 +63,26 @@ ALL_PAIRS_SCHEMA = stats_schema(extra_back=MGPS_STRAT_EXTRA)
 TREND_SCHEMA = stats_schema((("quarter", DICT_STRING),), drop=("fisher_q",))  # no q-values by quarter
 
 
-def engine_thresholds(config) -> dict:
-    """Config ``[thresholds]`` -> the statistics engine's Thresholds mapping."""
-    t = config.thresholds
-    return {"prr_min_a": int(t.evans_min_a), "prr_min": float(t.evans_min_prr),
-            "chi2_yates_min": float(t.evans_min_chi2_yates), "ror_min_a": int(t.ror_min_a),
-            "ror_lo_min": float(t.ror_lo_gt), "ic025_min": float(t.ic025_gt), "eb05_min": float(t.eb05_ge)}
-
-
 def score(counts: pd.DataFrame, config, fit, *, ebgm_min_a: int | None = None, fit_crude=None) -> pd.DataFrame:
     """Run the statistics engine with the report's fixed prior and thresholds.
 
-    ``signal_ebgm`` additionally needs a >= ``[thresholds] ebgm_min_a`` (the engine's rule is EB05 >= 2 alone).
+    ``ebgm_min_a`` overrides the config's minimum a of ``signal_ebgm`` (the trend uses the same rules).
     With an ``expected`` column (stratified E) ``fit`` is the prior fitted on stratified E and ``fit_crude`` the
     one fitted on crude E (columns ``ebgm_crude``...); without it both equal the crude columns.
     """
     from pipeline.stats import disproportionality
 
+    rules = config.thresholds if ebgm_min_a is None else config.thresholds.replace({"ebgm_min_a": ebgm_min_a})
     # multiplicity family: one substance and one level (PT rows apart from PT-group rows)
     level = np.where(counts["event"].astype(str).str.startswith(GROUP_PREFIX).to_numpy(), "\x1fgroup", "\x1fpt")
     family = counts["drug"].astype(str).to_numpy().astype(object) + level
     res, _ = disproportionality(counts, confidence_level=config.confidence_level,
-                                thresholds=engine_thresholds(config), mgps_likelihood=fit.likelihood,
+                                thresholds=rules, mgps_likelihood=fit.likelihood,
                                 mgps_fit=fit, q_family=family, mgps_fit_crude=fit_crude)
     if "expected_strat" not in res.columns:  # unstratified: the crude columns are the main ones
         res["expected_strat"] = res["expected"]
         for c in ("ebgm", "eb05", "eb95"):
             res[f"{c}_crude"] = res[c]
-    min_a = config.thresholds.ebgm_min_a if ebgm_min_a is None else ebgm_min_a
-    res["signal_ebgm"] = res["signal_ebgm"].to_numpy(bool) & (res["a"].to_numpy() >= int(min_a))
     return res
 
 

@@ -23,7 +23,7 @@ import importlib
 _NAMES = {
     "COUNT_COLUMNS": "counting", "count_pairs": "counting", "count_rows": "counting",
     "stratified_expected": "counting", "stratified_expected_counts": "counting",
-    "OUTPUT_COLUMNS": "engine", "Thresholds": "engine", "disproportionality": "engine", "validate_counts": "engine",
+    "OUTPUT_COLUMNS": "engine", "Thresholds": "rules", "disproportionality": "engine", "validate_counts": "engine",
     "LIKELIHOODS": "mgps", "MgpsFit": "mgps", "fit_mgps": "mgps", "posterior": "mgps",
 }
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
@@ -12,6 +10,8 @@ import pandas as pd
 import pyarrow as pa
 
 from pipeline.errors import PipelineError
+
+from .rules import Thresholds
 
 from . import frequentist as fq
 from .mgps import LIKELIHOODS, MgpsFit, fit_mgps, posterior
@@ -30,38 +30,6 @@ EXTRA_COLUMNS = ("n_drug", "n_event", "fisher_q", "qn")
 STRATIFIED_COLUMNS = ("expected_strat", "ebgm_crude", "eb05_crude", "eb95_crude")
 
 
-@dataclass(frozen=True)
-class Thresholds:
-    """Signal rules (the published defaults cited per rule below). A NaN input never raises a flag.
-
-    * ``signal_prr`` (Evans 2001): a ≥ ``prr_min_a`` and PRR ≥ ``prr_min`` and Yates χ² ≥ ``chi2_yates_min``
-    * ``signal_ror``: a ≥ ``ror_min_a`` and ror_lo > ``ror_lo_min``
-    * ``signal_ic`` (Norén 2013): ic025 > ``ic025_min``
-    * ``signal_ebgm`` (Szarfman 2002): eb05 ≥ ``eb05_min``
-    """
-
-    prr_min_a: int = 3
-    prr_min: float = 2.0
-    chi2_yates_min: float = 4.0
-    ror_min_a: int = 3
-    ror_lo_min: float = 1.0
-    ic025_min: float = 0.0
-    eb05_min: float = 2.0
-
-    @classmethod
-    def from_mapping(cls, m: Mapping[str, Any] | None) -> "Thresholds":
-        if not m:
-            return cls()
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(m) - names)
-        if unknown:
-            raise PipelineError(f"unknown signal threshold(s): {', '.join(unknown)}")
-        return cls(**m)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
 def signal_flags(df: pd.DataFrame, t: Thresholds) -> dict[str, np.ndarray]:
     """The four flag columns; comparisons with NaN are False, so undefined statistics never flag."""
     a = df["a"].to_numpy()
@@ -70,7 +38,7 @@ def signal_flags(df: pd.DataFrame, t: Thresholds) -> dict[str, np.ndarray]:
                       & (df["chi2_yates"].to_numpy() >= t.chi2_yates_min),
         "signal_ror": (a >= t.ror_min_a) & (df["ror_lo"].to_numpy() > t.ror_lo_min),
         "signal_ic": df["ic025"].to_numpy() > t.ic025_min,
-        "signal_ebgm": df["eb05"].to_numpy() >= t.eb05_min,
+        "signal_ebgm": (df["eb05"].to_numpy() >= t.eb05_min) & (a >= t.ebgm_min_a),
     }
 
 

@@ -405,24 +405,12 @@ def fisher_one_sided(a, b, c, d) -> tuple[np.ndarray, np.ndarray]:
 
 
 def bh_qvalues(p) -> np.ndarray:
-    """Benjamini–Hochberg adjusted p-values (q-values); NaN p-values stay NaN and are not counted in m.
+    """Benjamini–Hochberg q-values over all rows (one family); NaN p-values stay NaN and are not counted in m.
 
-    References
-    ----------
-    Benjamini Y, Hochberg Y. Controlling the false discovery rate: a practical and powerful approach to multiple
-    testing. J R Stat Soc B 1995;57:289-300.
+    See :func:`bh_qvalues_by` (this is its one-family case) for the method and reference.
     """
     p = np.asarray(p, dtype=np.float64)
-    q = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(~np.isnan(p))
-    m = ok.size
-    if m == 0:
-        return q
-    order = ok[np.argsort(p[ok], kind="stable")]
-    ranked = p[order] * m / np.arange(1, m + 1)
-    # step-up: running minimum from the largest p downwards
-    q[order] = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
-    return q
+    return bh_qvalues_by(p, np.zeros(p.shape, dtype=np.int8), np.ones(p.shape, dtype=bool))
 
 
 def bh_qvalues_by(p, family, tested) -> np.ndarray:

@@ -103,7 +103,6 @@ def test_signals_one_row_per_key_and_full_grid(built, config):
 def test_signals_equal_engine_on_brute_force_counts(built, config):
     """Every count equals a plain-python count of the curated rows; every statistic equals the engine's output
     for those counts with the manifest's MGPS prior."""
-    from pipeline.reports.scoring import engine_thresholds
     from pipeline.stats import MgpsFit, disproportionality
 
     _, rows, result = built
@@ -124,7 +123,7 @@ def test_signals_equal_engine_on_brute_force_counts(built, config):
     fit = MgpsFit.from_dict(m["mgps"])
     crude = MgpsFit.from_dict(m["mgps"]["crude"]) if m["mgps"].get("crude") else fit
     exp, _ = disproportionality(counts, confidence_level=config.confidence_level,
-                                thresholds=engine_thresholds(config), mgps_fit=crude,
+                                thresholds=config.thresholds, mgps_fit=crude,
                                 mgps_likelihood=m["mgps"]["likelihood"])
     for c in ("ebgm", "eb05", "eb95"):
         exp[f"{c}_crude"] = exp[c]
@@ -138,7 +137,7 @@ def test_signals_equal_engine_on_brute_force_counts(built, config):
     post = fit.posterior(got["a"].to_numpy(), got["expected_strat"].to_numpy())
     for c in ("ebgm", "eb05", "eb95"):
         want[c] = post[c]
-    want["signal_ebgm"] = (want["eb05"] >= config.thresholds.eb05_ge) & (want["a"] >= config.thresholds.ebgm_min_a)
+    want["signal_ebgm"] = (want["eb05"] >= config.thresholds.eb05_min) & (want["a"] >= config.thresholds.ebgm_min_a)
     for c in ("ebgm_crude", "eb05_crude", "eb95_crude"):
         np.testing.assert_allclose(got[c].to_numpy(), want[c].to_numpy(), rtol=1e-12, equal_nan=True, err_msg=c)
     for c in ("a", "b", "c", "d", "n_total", "n_drug", "n_event"):

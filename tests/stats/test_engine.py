@@ -65,9 +65,28 @@ def test_flags_threshold_check(ref_cases):
     strict, _ = disproportionality(counts_from_cells(ref_cases), thresholds={"prr_min_a": 1000})
     assert not strict["signal_prr"].any()
     assert Thresholds().as_dict() == {"prr_min_a": 3, "prr_min": 2.0, "chi2_yates_min": 4.0, "ror_min_a": 3,
-                                      "ror_lo_min": 1.0, "ic025_min": 0.0, "eb05_min": 2.0}
+                                      "ror_lo_min": 1.0, "ic025_min": 0.0, "eb05_min": 2.0, "ebgm_min_a": 0}
     with pytest.raises(PipelineError, match="unknown"):
         Thresholds.from_mapping({"prr": 2})
+    # signal_ebgm's minimum a is a rule of the engine, not a flag patched afterwards
+    ebgm = rows["eb05"].to_numpy() >= 2.0
+    assert (rows["signal_ebgm"].to_numpy() == ebgm).all()
+    a = rows["a"].to_numpy()
+    cut = int(np.median(a[ebgm])) + 1 if ebgm.any() else 1
+    min_a, _ = disproportionality(counts_from_cells(ref_cases), thresholds={"ebgm_min_a": cut})
+    assert (min_a["signal_ebgm"].to_numpy() == (ebgm & (a >= cut))).all()
+
+
+def test_config_keys_name_every_rule():
+    """The config's [thresholds] names map onto every field, once; the shipped config builds the same rules."""
+    from pipeline.settings import load_config
+
+    assert sorted(Thresholds.CONFIG_KEYS.values()) == sorted(Thresholds().as_dict())
+    table = {k: i + 1 for i, k in enumerate(Thresholds.CONFIG_KEYS)}
+    t = Thresholds.from_config({**table, "unmapped_share_max": 0.5})
+    assert [getattr(t, f) for f in Thresholds.CONFIG_KEYS.values()] == list(table.values())
+    assert load_config().thresholds == Thresholds(ebgm_min_a=3)
+    assert Thresholds().replace({"eb05_min": 3}).eb05_min == 3.0 and Thresholds().replace(None) == Thresholds()
 
 
 def test_haldane_option_through_engine(ref_cases):
