@@ -28,7 +28,7 @@ from pipeline.curate.linkage import blocking, comparisons, em, features
 
 TF_CAP_BITS = 6.0
 _TABLES = ("lk_rec", "lk_pairs", "lk_cmp", "lk_rand", "lk_cmp_rand", "lk_rule", "lk_cmp_rule", "lk_train",
-           "lk_cmp_train", "lk_tf_sus", "lk_tf_pts", "lk_tf_country", "lk_tf_ev")
+           "lk_cmp_train")
 
 
 def threshold_weight(threshold: float) -> float:

@@ -31,12 +31,20 @@ TF: dict[str, tuple[str, int]] = {
 
 
 def _jaccard_level(inter: str, x: str, y: str) -> str:
-    jac = f"{inter} / (len({x}) + len({y}) - {inter})"
+    jac = f"{inter} / ({x} + {y} - {inter})"
     return f"CASE WHEN {inter} = 0 THEN 0 WHEN {jac} < 0.5 THEN 1 WHEN {jac} < 1 THEN 2 ELSE 3 END"
 
 
+def _intersection(t: str) -> str:
+    """Size of the intersection of the ``t`` sets of x and y; the lists are compared only when neither the set
+    hashes with the sizes (identical: DuckDB's list hash ignores leading zeros, the sizes do not) nor the
+    signatures (disjoint) decide."""
+    return (f"CASE WHEN x.{t}_h = y.{t}_h AND x.{t}_n = y.{t}_n THEN x.{t}_n WHEN (x.{t}_m & y.{t}_m) = 0 THEN 0 "
+            f"ELSE len(list_intersect(x.{t}, y.{t})) END")
+
+
 _SQL = {
-    "event_date": """CASE WHEN x.ev IS NULL OR y.ev IS NULL THEN NULL
+    "event_date": """CASE WHEN x.ev_prec IS NULL OR y.ev_prec IS NULL THEN NULL
         WHEN x.ev_prec = 3 AND y.ev_prec = 3 THEN
              CASE WHEN x.ev_day = y.ev_day THEN 4 WHEN abs(x.ev_day - y.ev_day) <= 7 THEN 3 ELSE 0 END
         WHEN least(x.ev_prec, y.ev_prec) = 2 THEN CASE WHEN x.ev_ym = y.ev_ym THEN 2 ELSE 0 END
@@ -48,28 +56,34 @@ _SQL = {
     "weight": """CASE WHEN x.wt IS NULL OR y.wt IS NULL THEN NULL WHEN abs(x.wt - y.wt) <= 1 THEN 2
         WHEN abs(x.wt - y.wt) <= 5 THEN 1 ELSE 0 END""",
     # the intersections are computed once per pair (columns ni_sus, ni_pts below)
-    "suspects": _jaccard_level("ni_sus", "x.sus", "y.sus"),
-    "pts": _jaccard_level("ni_pts", "x.pts", "y.pts"),
-    "sender": """CASE WHEN x.sndr IS NULL OR y.sndr IS NULL THEN NULL
-        WHEN x.sndr = y.sndr AND x.mfr_num = y.mfr_num THEN 2 WHEN x.sndr = y.sndr THEN 1 ELSE 0 END""",
+    "suspects": _jaccard_level("ni_sus", "x.sus_n", "y.sus_n"),
+    "pts": _jaccard_level("ni_pts", "x.pts_n", "y.pts_n"),
+    # sender and number as hashes (NULL when the text is)
+    "sender": """CASE WHEN x.sndr_h IS NULL OR y.sndr_h IS NULL THEN NULL
+        WHEN x.sndr_h = y.sndr_h AND x.mfr_h = y.mfr_h THEN 2
+        WHEN x.sndr_h = y.sndr_h THEN 1 ELSE 0 END""",
     "received": """CASE WHEN x.rcv IS NULL OR y.rcv IS NULL THEN NULL WHEN abs(x.rcv - y.rcv) <= 30 THEN 2
         WHEN abs(x.rcv - y.rcv) <= 365 THEN 1 ELSE 0 END""",
+}
+
+#: per-record term frequency of each TF column's value, and the condition under which a pair agrees on it
+_TF_SQL = {
+    "tf_ev": ("ltf_ev", "x.ev_prec = 3 AND y.ev_day = x.ev_day"),
+    "tf_country": ("ltf_country", "y.country = x.country"),
+    "tf_sus": ("ltf_sus", "y.sus_h = x.sus_h"),
+    "tf_pts": ("ltf_pts", "y.pts_h = x.pts_h"),
 }
 
 
 def compare(con, pairs: str = "lk_pairs", out: str = "lk_cmp") -> None:
     """Create ``out(a, b, g_<comparison>..., tf_ev, tf_country, tf_sus, tf_pts)`` from the pairs table ``pairs``."""
     gammas = ",\n               ".join(f"({sql})::TINYINT AS g_{name}" for name, sql in _SQL.items())
-    # one pass: pairs joined to both records and to the term-frequency tables of the values they agree on
+    tfs = ", ".join(f"CASE WHEN {cond} THEN x.{col} END AS {name}" for name, (col, cond) in _TF_SQL.items())
+    # one pass: pairs joined to both records; term frequencies travel with the records
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE {out} AS
         SELECT * EXCLUDE (ni_sus, ni_pts) FROM (
-            SELECT p.a, p.b,
-                   len(list_intersect(x.sus, y.sus)) AS ni_sus, len(list_intersect(x.pts, y.pts)) AS ni_pts,
+            SELECT p.a, p.b, {_intersection("sus")} AS ni_sus, {_intersection("pts")} AS ni_pts,
                    {gammas},
-                   e.ltf AS tf_ev, k.ltf AS tf_country, s.ltf AS tf_sus, t.ltf AS tf_pts
-            FROM {pairs} p JOIN lk_rec x ON x.report_id = p.a JOIN lk_rec y ON y.report_id = p.b
-            LEFT JOIN lk_tf_ev e ON e.ev_day = x.ev_day AND x.ev_prec = 3 AND y.ev_day = x.ev_day
-            LEFT JOIN lk_tf_country k ON k.country = x.country AND y.country = x.country
-            LEFT JOIN lk_tf_sus s ON s.sus_h = x.sus_h AND y.sus_h = x.sus_h
-            LEFT JOIN lk_tf_pts t ON t.pts_h = x.pts_h AND y.pts_h = x.pts_h)""")
+                   {tfs}
+            FROM {pairs} p JOIN lk_rec x ON x.report_id = p.a JOIN lk_rec y ON y.report_id = p.b)""")

@@ -19,9 +19,12 @@ def build_records(con) -> int:
     (alphabetically first suspect: independent of which company called its own product primary),
     ``sus_h``/``pts_h`` (set hashes).
 
-    Ingredient and PT codes are integers (frequency ranks), compared faster than text. Term frequencies:
-    ``lk_tf_sus(sus_h, ltf)``, ``lk_tf_pts(pts_h, ltf)``, ``lk_tf_country(country, ltf)``, ``lk_tf_ev(ev_day,
-    ltf)`` hold log2 of each value's share of the linkable reports.
+    Ingredient and PT codes are integers (frequency ranks), compared faster than text. For the comparisons, which
+    read every candidate pair: ``sus_n``/``pts_n`` (set sizes), ``sus_m``/``pts_m`` (64-bit set signatures: bit
+    ``code % 64`` per member, so disjoint signatures prove an empty intersection without comparing the lists),
+    ``sndr_h``/``mfr_h`` (hashes of the sender and manufacturer number, NULL when blank: 8-byte integers instead of long text) and
+    the term frequencies ``ltf_country``, ``ltf_ev`` (day-precision dates only), ``ltf_sus``, ``ltf_pts``: log2 of the
+    share of linkable reports holding the report's value.
     """
     roles = ", ".join(f"'{r}'" for r in SUSPECT_ROLES)
     unknown = ", ".join(f"'{c}'" for c in _UNKNOWN_COUNTRY)
@@ -42,9 +45,11 @@ def build_records(con) -> int:
             FROM {src} GROUP BY v""")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE lk_rec AS
-        WITH s AS (SELECT report_id, list_sort(list(c.code)) AS sus, min(i.v) AS sus1
+        WITH s AS (SELECT report_id, list_sort(list(c.code)) AS sus, min(i.v) AS sus1,
+                          count(*)::INTEGER AS sus_n, bit_or(1::UBIGINT << (c.code % 64)) AS sus_m
                    FROM lk_si i JOIN lk_code_sus c USING (v) GROUP BY report_id),
-             p AS (SELECT report_id, list_sort(list(c.code)) AS pts
+             p AS (SELECT report_id, list_sort(list(c.code)) AS pts,
+                          count(*)::INTEGER AS pts_n, bit_or(1::UBIGINT << (c.code % 64)) AS pts_m
                    FROM lk_pi i JOIN lk_code_pts c USING (v) GROUP BY report_id),
              r AS (SELECT report_id, trim(event_dt) AS ev0, age_years, sex, upper(trim(reporter_country)) AS c0,
                           wt_kg, nullif(mfr_num, '') AS mfr_num, nullif(mfr_sndr, '') AS sndr,
@@ -62,12 +67,22 @@ def build_records(con) -> int:
                CASE WHEN r.sex IN ('M', 'F') THEN r.sex END AS sex,
                CASE WHEN r.c0 IS NOT NULL AND r.c0 NOT IN ({unknown}) THEN r.c0 END AS country,
                r.wt_kg AS wt, r.mfr_num, r.sndr, r.rcv,
-               s.sus, p.pts, s.sus1, hash(s.sus) AS sus_h, hash(p.pts) AS pts_h
+               s.sus, p.pts, s.sus1, hash(s.sus) AS sus_h, hash(p.pts) AS pts_h,
+               s.sus_n, p.pts_n, s.sus_m, p.pts_m, CASE WHEN r.sndr IS NOT NULL THEN hash(r.sndr) END AS sndr_h,
+               CASE WHEN r.mfr_num IS NOT NULL THEN hash(r.mfr_num) END AS mfr_h
         FROM r JOIN s USING (report_id) JOIN p USING (report_id)""")
     for t in ("lk_si", "lk_pi", "lk_code_sus", "lk_code_pts"):
         con.execute(f"DROP TABLE {t}")
-    for col, name in (("country", "country"), ("ev_day", "ev"), ("sus_h", "sus"), ("pts_h", "pts")):
+    # term frequencies: one small table per column, joined onto the records once (pairs then read them for free)
+    cols = (("country", "country"), ("ev_day", "ev"), ("sus_h", "sus"), ("pts_h", "pts"))
+    for col, name in cols:
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE lk_tf_{name} AS
             SELECT {col}, log2(count(*) / {max(n, 1)}) AS ltf FROM lk_rec WHERE {col} IS NOT NULL GROUP BY 1""")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE lk_rec AS
+        SELECT r.*, {", ".join(f"t_{name}.ltf AS ltf_{name}" for _, name in cols)}
+        FROM lk_rec r {" ".join(f"LEFT JOIN lk_tf_{name} t_{name} ON t_{name}.{col} = r.{col}" for col, name in cols)}""")
+    for _, name in cols:
+        con.execute(f"DROP TABLE lk_tf_{name}")
     return n

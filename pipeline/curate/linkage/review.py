@@ -66,24 +66,33 @@ def drop_pairs(edges: np.ndarray, rejected: np.ndarray) -> np.ndarray:
 
 def borderline(con, threshold_weight: float, margin_bits: float, max_pairs: int) -> None:
     """Temp table ``dup_review``: scored pairs within ``margin_bits`` of the threshold, closest first."""
+    # names are aggregated for the (at most 2 * max_pairs) reports listed only, not for every report
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE dup_review_q AS
+        SELECT a, b, w, p FROM lk_scored WHERE abs(w - {threshold_weight}) <= {margin_bits}
+        ORDER BY abs(w - {threshold_weight}), a, b LIMIT {int(max_pairs)}""")
     sides = []
-    for s, col in (("a", "a"), ("b", "b")):
+    for s in "ab":
         sides.append(f"""r{s}.event_dt AS event_dt_{s}, r{s}.age_years AS age_years_{s}, r{s}.sex AS sex_{s},
                r{s}.reporter_country AS reporter_country_{s}, r{s}.mfr_sndr AS mfr_sndr_{s},
-               r{s}.init_fda_dt AS init_fda_dt_{s},
-               (SELECT string_agg(DISTINCT ingredient, '; ' ORDER BY ingredient) FROM report_ingredients i
-                WHERE i.report_id = q.{col} AND i.role_cod IN ('PS', 'SS', 'I')) AS suspects_{s},
-               (SELECT string_agg(DISTINCT pt, '; ' ORDER BY pt) FROM report_pts t
-                WHERE t.report_id = q.{col}) AS pts_{s}""")
+               r{s}.init_fda_dt AS init_fda_dt_{s}, i{s}.v AS suspects_{s}, t{s}.v AS pts_{s}""")
+    joins = " ".join(f"JOIN rep r{s} ON r{s}.report_id = q.{s} LEFT JOIN si i{s} ON i{s}.report_id = q.{s} "
+                     f"LEFT JOIN sp t{s} ON t{s}.report_id = q.{s}" for s in "ab")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE dup_review AS
-        WITH q AS (SELECT a, b, w, p FROM lk_scored WHERE abs(w - {threshold_weight}) <= {margin_bits}
-                   ORDER BY abs(w - {threshold_weight}), a, b LIMIT {int(max_pairs)})
+        WITH ids AS (SELECT a AS report_id FROM dup_review_q UNION SELECT b FROM dup_review_q),
+             si AS (SELECT report_id, string_agg(DISTINCT ingredient, '; ' ORDER BY ingredient) AS v
+                    FROM report_ingredients SEMI JOIN ids USING (report_id)
+                    WHERE role_cod IN ('PS', 'SS', 'I') GROUP BY report_id),
+             sp AS (SELECT report_id, string_agg(DISTINCT pt, '; ' ORDER BY pt) AS v
+                    FROM report_pts SEMI JOIN ids USING (report_id) GROUP BY report_id)
         SELECT q.a AS report_id_a, q.b AS report_id_b, q.w AS match_weight, q.p AS match_probability,
                q.w >= {threshold_weight} AS linked,
                {sides[0].replace(chr(10), ' ')},
                {sides[1].replace(chr(10), ' ')}
-        FROM q JOIN rep ra ON ra.report_id = q.a JOIN rep rb ON rb.report_id = q.b""")
+        FROM dup_review_q q {joins}
+        ORDER BY abs(q.w - {threshold_weight}), q.a, q.b""")
+    con.execute("DROP TABLE dup_review_q")
     # column order as the contract
     cols = ", ".join(f.name for f in REVIEW)
     con.execute(f"CREATE OR REPLACE TEMP TABLE dup_review AS SELECT {cols} FROM dup_review")
