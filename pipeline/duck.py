@@ -41,6 +41,11 @@ _current: Resources = Resources()
 _current_root: Path | None = None
 
 
+def sql_str(value) -> str:
+    """``value`` as a SQL string literal (quotes doubled), for paths and names spliced into DuckDB statements."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
 def configure(resources: Resources | None, data_dir=None) -> None:
     """Set the resources (and data directory) that :func:`connect` uses when called without them.
 

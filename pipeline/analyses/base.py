@@ -17,11 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.duck import sql_str
 from pipeline.vocabulary import FAMILY
-
-
-def sql_str(s) -> str:
-    return "'" + str(s).replace("'", "''") + "'"
 
 
 def sql_list(items) -> str:

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import duck
+from pipeline.duck import sql_str
 from pipeline.errors import PipelineError
 from pipeline.layout import DataDir
 from pipeline.reports.dating import CUTOFF_RULE, FROM_RULE
@@ -28,11 +29,6 @@ from pipeline.vocabulary import FAMILY
 
 FUNNEL_SCHEMA = pa.schema([("step", pa.int64()), ("stage", DICT_STRING), ("name", pa.string()),
                            ("reports_in", pa.int64()), ("reports_out", pa.int64()), ("reason", pa.string())])
-
-
-def sql_str(s) -> str:
-    """A SQL string literal."""
-    return "'" + str(s).replace("'", "''") + "'"
 
 
 def connect(config, data_dir: DataDir) -> duckdb.DuckDBPyConnection:

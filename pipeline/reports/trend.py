@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from pipeline.duck import sql_str
 from pipeline.reports.scoring import EXTRA_COLUMNS, STAT_COLUMNS, score, split_events
 from pipeline.vocabulary import FAMILY
 
@@ -55,10 +56,6 @@ def top_pts(signals: pd.DataFrame, n: int, min_a: int) -> pd.DataFrame:
     return pts.groupby("substance", sort=False).head(n)[["substance", "pt"]].reset_index(drop=True)
 
 
-def _sql_str(x) -> str:
-    return "'" + str(x).replace("'", "''") + "'"
-
-
 def _register_versions(pop: Population, curated: Path | None, params: dict, config, group_prefix: str) -> None:
     """Temp tables ``tv`` (version spans in the population), ``texp`` (version, drug), ``tevt`` (version, event).
 
@@ -73,23 +70,23 @@ def _register_versions(pop: Population, curated: Path | None, params: dict, conf
                     f"SELECT report_id AS version_id, drug FROM {pop.focus_exposures}")
         con.execute("CREATE OR REPLACE TEMP TABLE tevt AS SELECT report_id AS version_id, event FROM tev")
         return
-    f = lambda n: _sql_str(Path(curated) / f"{n}.parquet")  # noqa: E731
+    f = lambda n: sql_str(Path(curated) / f"{n}.parquet")  # noqa: E731
     start = params.get("from_quarter")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE tv AS
         SELECT version_id, report_id, is_final, valid_from, valid_to FROM read_parquet({f('versions')})
-        WHERE in_analysis{f" AND first_quarter >= {_sql_str(start)}" if start else ""}""")
-    roles = ", ".join(_sql_str(r) for r in params["roles"])
+        WHERE in_analysis{f" AND first_quarter >= {sql_str(start)}" if start else ""}""")
+    roles = ", ".join(sql_str(r) for r in params["roles"])
     singles = [s for s in params["substances"] if s != FAMILY]
     parts = [f"SELECT v.version_id, f.drug FROM tv v JOIN {pop.focus_exposures} f USING (report_id) WHERE v.is_final"]
     vi = (f"(SELECT i.version_id, i.substance FROM read_parquet({f('version_ingredients')}) i "
           f"SEMI JOIN tv ON tv.version_id = i.version_id AND NOT tv.is_final WHERE i.role_cod IN ({roles}))")
     if singles:
         parts.append(f"SELECT DISTINCT version_id, substance FROM {vi} "
-                     f"WHERE substance IN ({', '.join(_sql_str(s) for s in singles)})")
+                     f"WHERE substance IN ({', '.join(sql_str(s) for s in singles)})")
     if FAMILY in params["substances"]:
         parts.append(f"SELECT DISTINCT version_id, '{FAMILY}' FROM {vi} "
-                     f"WHERE substance IN ({', '.join(_sql_str(s) for s in config.substances)})")
+                     f"WHERE substance IN ({', '.join(sql_str(s) for s in config.substances)})")
     con.execute("CREATE OR REPLACE TEMP TABLE texp AS " + " UNION ALL ".join(parts))
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE tevt AS
@@ -99,7 +96,7 @@ def _register_versions(pop: Population, curated: Path | None, params: dict, conf
             WITH p AS (SELECT DISTINCT p.version_id, p.pt, p.pt_key FROM read_parquet({f('version_pts')}) p
                        SEMI JOIN tv ON tv.version_id = p.version_id AND NOT tv.is_final)
             SELECT version_id, pt AS event FROM p
-            UNION ALL SELECT DISTINCT p.version_id, {_sql_str(group_prefix)} || g.pt_group FROM p
+            UNION ALL SELECT DISTINCT p.version_id, {sql_str(group_prefix)} || g.pt_group FROM p
                       JOIN {pop.group_members} g USING (pt_key))
         WHERE event IN (SELECT event FROM trend_wanted)""")
 
