@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from pathlib import PurePath
 from typing import Any
 
 
@@ -39,6 +38,4 @@ def jsonable(obj: Any) -> Any:
         return obj
     if isinstance(obj, (dt.date, dt.datetime)):
         return obj.isoformat()
-    if isinstance(obj, PurePath):
-        return str(obj)
-    return str(obj)
+    return str(obj)  # paths and anything else

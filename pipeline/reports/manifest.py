@@ -198,7 +198,7 @@ def compose(*, run_id: str, created_at, data_dir: DataDir, inputs: CuratedInputs
                          "cross-case duplicates excluded); counted once per drug, PT, PT group and pair",
         "duplicate_policy": cur_manifest.get("duplicate_policy", config.as_dict().get("duplicates")),
         "statistics": {"confidence_level": config.confidence_level, "thresholds": config.thresholds.as_dict(),
-                       "ebgm_min_a": int(config.thresholds.ebgm_min_a), "haldane": False,
+                       "haldane": False,
                        "multiplicity": "fisher_q = Benjamini-Hochberg q-value of fisher_p over the rows of one "
                                        "substance and one level (PT rows apart from PT-group rows) with a >= 1; "
                                        "NaN where a = 0; none in the trend table"},

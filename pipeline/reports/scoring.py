@@ -63,21 +63,19 @@ ALL_PAIRS_SCHEMA = stats_schema(extra_back=MGPS_STRAT_EXTRA)
 TREND_SCHEMA = stats_schema((("quarter", DICT_STRING),), drop=("fisher_q",))  # no q-values by quarter
 
 
-def score(counts: pd.DataFrame, config, fit, *, ebgm_min_a: int | None = None, fit_crude=None) -> pd.DataFrame:
+def score(counts: pd.DataFrame, config, fit, *, fit_crude=None) -> pd.DataFrame:
     """Run the statistics engine with the report's fixed prior and thresholds.
 
-    ``ebgm_min_a`` overrides the config's minimum a of ``signal_ebgm`` (the trend uses the same rules).
     With an ``expected`` column (stratified E) ``fit`` is the prior fitted on stratified E and ``fit_crude`` the
     one fitted on crude E (columns ``ebgm_crude``...); without it both equal the crude columns.
     """
     from pipeline.stats import disproportionality
 
-    rules = config.thresholds if ebgm_min_a is None else config.thresholds.replace({"ebgm_min_a": ebgm_min_a})
     # multiplicity family: one substance and one level (PT rows apart from PT-group rows)
     level = np.where(counts["event"].astype(str).str.startswith(GROUP_PREFIX).to_numpy(), "\x1fgroup", "\x1fpt")
     family = counts["drug"].astype(str).to_numpy().astype(object) + level
     res, _ = disproportionality(counts, confidence_level=config.confidence_level,
-                                thresholds=rules, mgps_likelihood=fit.likelihood,
+                                thresholds=config.thresholds, mgps_likelihood=fit.likelihood,
                                 mgps_fit=fit, q_family=family, mgps_fit_crude=fit_crude)
     if "expected_strat" not in res.columns:  # unstratified: the crude columns are the main ones
         res["expected_strat"] = res["expected"]
