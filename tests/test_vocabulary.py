@@ -103,7 +103,8 @@ def test_ingest_dag_takes_the_fda_page_from_the_vocabulary():
 
 
 @pytest.mark.parametrize("module", ["pipeline/settings.py", "pipeline/reports/build.py", "pipeline/curate/run.py",
-                                   "pipeline/cli.py", "pipeline/reports/command.py"])
+                                   "pipeline/cli.py", "pipeline/reports/command.py", "pipeline/stats/command.py",
+                                   "pipeline/stats/mgps.py"])
 def test_modules_import_instead_of_repeating(module):
     text = (ROOT / module).read_text()
     for literal in ('"ketamine_family"', '("ketamine", "esketamine"', '("PS", "SS", "C", "I")',

@@ -14,6 +14,7 @@ from typing import Any
 
 from pipeline.errors import PipelineError
 from pipeline.jsonsafe import jsonable
+from pipeline.vocabulary import MGPS_LIKELIHOODS
 
 # pandas/pyarrow are imported inside the functions: registering the command must stay cheap
 
@@ -34,7 +35,7 @@ def register(subparsers) -> Any:
     p.add_argument("--input-kind", choices=("reports", "counts"), default="reports",
                    help="reports: rows (report_id, drug, event[, strata]), duplicates counted once (default); "
                         "counts: columns drug, event, a, n_drug, n_event, n_total")
-    p.add_argument("--mgps-likelihood", choices=("openebgm", "conditional", "zero-inclusive"), default="openebgm",
+    p.add_argument("--mgps-likelihood", choices=MGPS_LIKELIHOODS, default=MGPS_LIKELIHOODS[0],
                    help="MGPS prior likelihood (default openebgm: per-component truncation at N*=1)")
     p.add_argument("--strata", default=None, metavar="COL,...",
                    help="comma-separated stratum columns of a reports input for a stratified expected count")

@@ -45,6 +45,7 @@ import pyarrow as pa
 from scipy import optimize, special
 
 from pipeline.jsonsafe import jsonable
+from pipeline.vocabulary import MGPS_LIKELIHOODS
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ __all__ = [
     "fit_mgps", "fit_points", "posterior", "ebgm", "eb_quantile", "nb_logpmf",
 ]
 
-LIKELIHOODS = ("openebgm", "conditional", "zero-inclusive")
+LIKELIHOODS = MGPS_LIKELIHOODS
 
 # openEBGM vignette starts (α1, β1, α2, β2, P), DuMouchel's 1999 FDA-SRS prior (a start only), and a start next to
 # the point-mass boundary at λ = 1 (a quiet background: most pairs reported as expected; the likelihood is flat in
@@ -684,7 +685,7 @@ def fit_mgps(counts, likelihood: str = "openebgm", *, n_star: int = 1, starts=DE
     counts : pandas.DataFrame or pyarrow.Table
         Non-zero pairs of the whole background (every drug × event of the database). An ``expected`` column
         (e.g. a stratified E) replaces n_drug·n_event/n_total.
-    likelihood : {"openebgm", "conditional", "zero-inclusive"}
+    likelihood : str, one of :data:`LIKELIHOODS` (openebgm, conditional, zero-inclusive)
         See the module docstring.
     n_star : int
         Truncation point N* of the truncated likelihoods (pairs with a ≥ N* are used).
