@@ -66,13 +66,17 @@ def cases(con, base: Base, config) -> pd.DataFrame:
     for ch in CHARACTERISTICS:
         if not base.has(*needs.get(ch, ())):
             continue
-        df = con.execute(f"SELECT drug, category, count(DISTINCT report_id)::BIGINT AS n_reports "
-                         f"FROM ({_values(con, base, config, ch)}) GROUP BY 1, 2").df()
+        # materialised once: the counts and the "other" row read it, and DuckDB planned the indication joins
+        # inside the anti join as a join on drug_seq alone (seconds per thousand reports)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE an_cv AS {_values(con, base, config, ch)}")
+        df = con.execute("SELECT drug, category, count(DISTINCT report_id)::BIGINT AS n_reports "
+                         "FROM an_cv GROUP BY 1, 2").df()
         top = {"country": config.analyses.top_categories, "indication": config.analyses.top_indications,
                "route": config.analyses.top_categories}.get(ch)
         if top:
-            df = _top(con, base, config, ch, df, top)
+            df = _top(con, df, top)
         parts.append(df.assign(characteristic=ch))
+    con.execute("DROP TABLE IF EXISTS an_cv")
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["drug", "category", "n_reports",
                                                                                   "characteristic"])
     out = out.rename(columns={"drug": "substance"})
@@ -90,9 +94,9 @@ def cases(con, base: Base, config) -> pd.DataFrame:
     return out[COLUMNS]
 
 
-def _top(con, base, config, ch, df: pd.DataFrame, top: int) -> pd.DataFrame:
+def _top(con, df: pd.DataFrame, top: int) -> pd.DataFrame:
     """Keep the ``top`` most frequent categories per substance; the others become one "other" row that counts
-    each report once."""
+    each report once (over the characteristic's values in ``an_cv``)."""
     keep = {}
     for drug, g in df[~df["category"].isin([NONE, "unknown"])].groupby("drug"):
         keep[drug] = set(g.sort_values(["n_reports", "category"], ascending=[False, True]).head(top)["category"])
@@ -101,7 +105,7 @@ def _top(con, base, config, ch, df: pd.DataFrame, top: int) -> pd.DataFrame:
     try:
         other = con.execute(f"""
             SELECT v.drug, '{OTHER}' AS category, count(DISTINCT v.report_id)::BIGINT AS n_reports
-            FROM ({_values(con, base, config, ch)}) v ANTI JOIN an_keep k USING (drug, category)
+            FROM an_cv v ANTI JOIN an_keep k USING (drug, category)
             WHERE v.category NOT IN ('{NONE}', 'unknown') GROUP BY 1""").df()
     finally:
         con.unregister("an_keep")

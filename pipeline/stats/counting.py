@@ -329,9 +329,9 @@ def stratified_expected_counts(exposures, events, strata, pairs, *, chunk: int =
             raise PipelineError(f"strata: {int(np.isnan(s).sum())} {col} row(s) of reports outside the population")
         k_code = pd.Categorical(df[col].astype(str), categories=keys).codes
         keep = k_code >= 0
-        m = np.zeros((len(keys), len(s_levels)))
-        np.add.at(m, (k_code[keep], s.astype(np.int64)[keep]), 1.0)
-        return m
+        flat = k_code[keep].astype(np.int64) * len(s_levels) + s.astype(np.int64)[keep]
+        return np.bincount(flat, minlength=len(keys) * len(s_levels)).reshape(len(keys), len(s_levels)) \
+            .astype(np.float64)
 
     d_keys = pd.Index(pr["drug"].astype(str).unique())
     e_keys = pd.Index(pr["event"].astype(str).unique())
