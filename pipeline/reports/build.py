@@ -27,6 +27,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import time
 
 from pipeline import duck
 from pipeline.layout import DataDir
@@ -46,23 +47,27 @@ __all__ = ["FAMILY", "GROUP_PREFIX", "REPORT_VERSION", "SUBSTANCES", "build_repo
 
 
 class _Steps:
-    """The progress bar of a build: ``next(label)`` closes the step before and names the next one."""
+    """The steps of a build: ``next(label)`` closes the step before (its time goes to the log, which Airflow task
+    logs show) and names the next one on the progress bar."""
 
     def __init__(self, total: int, enabled: bool):
-        self._bar, self._started = None, False
+        self._bar, self._label = None, None
+        self._t0 = self._t = time.perf_counter()
         if enabled:
             with contextlib.suppress(ImportError):  # tqdm is a pinned dependency
                 from tqdm import tqdm
 
                 self._bar = tqdm(total=total, desc="signals", unit="step", leave=False)
 
-    def next(self, label: str | None = None) -> None:
-        if self._bar is None:
-            return
-        if self._started:
-            self._bar.update()
-        self._started = True
-        if label:
+    def next(self, label: str | None = None, note: str = "") -> None:
+        now = time.perf_counter()
+        if self._label is not None:
+            log.info("signals: %s done in %.1fs (%.1fs so far)%s", self._label, now - self._t, now - self._t0,
+                     f": {note}" if note else "")
+            if self._bar is not None:
+                self._bar.update()
+        self._label, self._t = label, now
+        if label and self._bar is not None:
             self._bar.set_postfix_str(label)
 
     def close(self) -> None:
@@ -100,20 +105,21 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
     try:
         steps.next("load")
         pop = population.register_population(con, cur, config, params)
-        steps.next("background")
+        steps.next("background", f"{pop.n_total:,} reports in the analysis population")
         bg = population.background(pop, params)
-        steps.next(f"MGPS fit ({params['mgps_likelihood']})")
+        steps.next(f"MGPS fit ({params['mgps_likelihood']})", f"{bg.counts.num_rows:,} ingredient x PT pairs with a >= 1")
         prior = fit_prior(bg, population.mgps_strata(pop, cur, config, params), params["mgps_likelihood"])
         steps.next("statistics")
         all_pairs = all_pairs_table(prior, config)
         signals = signals_table(population.focus_counts(pop, params, prior.strata), population.indication_counts(pop),
                                 prior, config, params)
         extra = analyses.run_all(con, cur, config, params, GROUP_PREFIX, main=pop)
-        steps.next("trend")
+        steps.next("trend", f"{len(signals):,} focus rows, {len(all_pairs):,} background rows; analyses "
+                   + ", ".join(f"{k} {v:.1f}s" for k, v in extra.timings_s.items()))
         # the trend's E is crude (strata by quarter are not tracked): it uses the crude-E prior
         trend_rows = trend.cumulative_trend(pop, signals, params, config, prior.fit_crude, group_prefix=GROUP_PREFIX,
                                             curated=cur)
-        steps.next("write")
+        steps.next("write", f"{len(trend_rows):,} trend rows")
         tables = ReportTables(signals=signals, all_pairs=all_pairs, trend=trend_rows,
                               funnel=population.funnel(pop, cur, params, signals), analyses=extra)
         publish.write_tables(run, tables, params=params, config=config, data_cutoff=pop.quarters[-1],
