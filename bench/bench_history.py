@@ -46,6 +46,8 @@ REPORTS_PER_MB = 6_500
 REPORTS_AFTER_2024Q1 = 420_000
 LAST_HISTORY_QUARTER = "2026Q2"
 INCREMENT_QUARTER = "2026Q3"
+#: DEMO rows per generator run (its plan of a mirror is in memory): the full history is written in segments
+SEGMENT_ROWS = 3_000_000
 TARGETS = {  # full scale, 2-core / 24 GB machine
     "ingest": "<= 2x floor", "curate": "<= 300 s, <= 8 GB", "signals": "<= 180 s, <= 6 GB",
     "increment": "<= 180 s", "no-op": "<= 30 s",
@@ -141,7 +143,25 @@ def floor(zip_dir: Path) -> dict:
     return {"members": len(jobs), "rows": rows}
 
 
+def _segments(volumes: dict[str, int], rows: int) -> list[list[str]]:
+    """Consecutive quarters with at most ``rows`` DEMO rows each (one quarter at least)."""
+    out, cur, n = [], [], 0
+    for q, v in volumes.items():
+        if cur and n + v > rows:
+            out.append(cur)
+            cur, n = [], 0
+        cur.append(q)
+        n += v
+    return out + [cur] if cur else out
+
+
 def _mirror(out: Path, volumes: dict[str, int], seed: int) -> dict:
+    """The synthetic mirror of ``volumes``; written in segments of <= SEGMENT_ROWS DEMO rows when larger.
+
+    The generator plans a whole mirror in memory (about 0.9 GB per million reports), so the full history (22 M
+    reports) is written as consecutive segments, each a mirror of its own above the caseids of the one before: a
+    case's follow-ups, re-ships, duplicates and deletions stay inside its segment.
+    """
     from pipeline.quarters import parse_range
     from pipeline.synthetic import write_mirror
 
@@ -152,10 +172,32 @@ def _mirror(out: Path, volumes: dict[str, int], seed: int) -> dict:
             print("   mirror: reused", flush=True)
             return truth
     t0 = time.perf_counter()
-    write_mirror(out / "mirror", parse_range(",".join(volumes)), reports_per_quarter=volumes, seed=seed,
-                 progress=False)
-    print(f"   mirror: {sum(volumes.values()):,} DEMO rows in {len(volumes)} quarters written in "
-          f"{time.perf_counter() - t0:.0f} s", flush=True)
+    segments = _segments(volumes, SEGMENT_ROWS)
+    if len(segments) == 1:
+        write_mirror(out / "mirror", parse_range(",".join(volumes)), reports_per_quarter=volumes, seed=seed,
+                     progress=False)
+    else:
+        merged = {"synthetic": True, "seed": seed, "reports_per_quarter": volumes, "zips": {}, "files": {},
+                  "segments": []}
+        floor_id = 0
+        for k, seg in enumerate(segments):
+            folder = out / "mirror" / f"segment-{seg[0]}-{seg[-1]}"
+            res = write_mirror(folder, parse_range(",".join(seg)), reports_per_quarter={q: volumes[q] for q in seg},
+                               seed=seed + k, progress=False, caseid_floor=floor_id)
+            floor_id = res["caseid_max"] + 1
+            part = json.loads((folder / "truth.json").read_text())
+            for q in seg:
+                name = part["zips"][q]
+                (out / "mirror" / name).unlink(missing_ok=True)
+                os.link(folder / name, out / "mirror" / name)
+                merged["zips"][q], merged["files"][q] = name, part["files"][q]
+            merged["segments"].append({"quarters": [seg[0], seg[-1]], "seed": seed + k,
+                                       "demo_rows": sum(volumes[q] for q in seg), "caseid_max": res["caseid_max"]})
+            print(f"   mirror: segment {seg[0]}..{seg[-1]} written ({time.perf_counter() - t0:.0f} s so far)",
+                  flush=True)
+        truth_path.write_text(json.dumps(merged, indent=1) + "\n")
+    print(f"   mirror: {sum(volumes.values()):,} DEMO rows in {len(volumes)} quarters ({len(segments)} segment(s)) "
+          f"written in {time.perf_counter() - t0:.0f} s", flush=True)
     return json.loads(truth_path.read_text())
 
 

@@ -96,7 +96,7 @@ what a correct pipeline must find in them.</p>
 
 def write_mirror(out: Path, quarters: list[Quarter] | None, reports_per_quarter: int | dict = 2000, seed: int = 20240101,
                  progress: bool = True, compresslevel: int = 6, demo_duplicates: float = 0.0,
-                 duplicate_variants: bool = False) -> dict:
+                 duplicate_variants: bool = False, caseid_floor: int = 0) -> dict:
     """Write a synthetic FAERS mirror into ``out``; returns a summary (``quarters``, ``reports_total``, ...).
 
     ``compresslevel``: zip deflate level (6 gives FDA-like zip sizes). ``demo_duplicates``: share of DEMO rows
@@ -105,6 +105,7 @@ def write_mirror(out: Path, quarters: list[Quarter] | None, reports_per_quarter:
     ``duplicate_variants``: more cross-company duplicates (6 % of new cases), each reported the way another
     company would (fields missing, dates off by days, a PT added or dropped, other product names); truth.json then
     also lists ``cases.patient_groups`` (every group of one patient). Off by default: the output is unchanged.
+    ``caseid_floor``: every caseid is above it (a long history written in segments, each its own mirror).
     """
     from pipeline.atomic import atomic_path, write_json
     from pipeline.synthetic import _catalog as cat
@@ -128,7 +129,7 @@ def write_mirror(out: Path, quarters: list[Quarter] | None, reports_per_quarter:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     model = Model(quarters, per_quarter or int(reports_per_quarter), int(seed), demo_duplicates=demo_duplicates,
-                  duplicate_variants=duplicate_variants)
+                  duplicate_variants=duplicate_variants, caseid_floor=caseid_floor)
     truth = model.truth()
     t_model = time.perf_counter() - t0
     # a previous synthetic mirror in the same folder: drop its zips so that folder, index and truth agree
@@ -203,6 +204,7 @@ def write_mirror(out: Path, quarters: list[Quarter] | None, reports_per_quarter:
         os.chmod(tmp, 0o644)
     reports_total = truth["cases"]["shipments"]  # DEMO rows as modelled (before duplicate/malformed quirks)
     return {"quarters": [str(q) for q in quarters], "reports_total": reports_total, "out": str(out),
+            "caseid_max": int(model.case["caseid"].max()) if len(model.case["caseid"]) else int(caseid_floor),
             "zips": zips, "seconds": round(time.perf_counter() - t0, 2), "model_seconds": round(t_model, 2),
             "truth": str(out / "truth.json")}
 

@@ -71,7 +71,8 @@ class Model:
     P_CLONE_VARIANTS = 0.06
 
     def __init__(self, quarters: list[Quarter], reports_per_quarter, seed: int,
-                 demo_duplicates: float | None = None, duplicate_variants: bool = False):
+                 demo_duplicates: float | None = None, duplicate_variants: bool = False, caseid_floor: int = 0):
+        self.caseid_floor = int(caseid_floor)
         if demo_duplicates is not None:
             self.P_DEMO_DUP = float(demo_duplicates)
         self.duplicate_variants = bool(duplicate_variants)
@@ -300,7 +301,7 @@ class Model:
         n_content = 0
         n_case = 0
         sched: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(nq)]
-        next_caseid = 0
+        next_caseid = self.caseid_floor  # above another mirror's caseids when mirrors are written in segments
         ships_so_far = []  # list of dicts for re-ship candidates
         self.demo_dups: list[np.ndarray] = []
         special = None
