@@ -310,33 +310,43 @@ def stratified_expected_counts(exposures, events, strata, pairs, *, chunk: int =
     """
     import numpy as np
 
-    def frame(x, cols):
-        df = x.select(cols).to_pandas() if isinstance(x, pa.Table) else pd.DataFrame(x)[cols]
-        return df
-
-    st = frame(strata, ["report_id", "stratum"])
-    if st["report_id"].duplicated().any():
-        raise PipelineError("strata: a report has more than one stratum")
-    s_code, s_levels = pd.factorize(st["stratum"].astype(str))
-    n_s = np.bincount(s_code, minlength=len(s_levels)).astype(np.float64)
-    sid = pd.Series(s_code, index=st["report_id"].to_numpy())
-    pr = frame(pairs, ["drug", "event"])
-
-    def margins(x, col, keys):
-        df = frame(x, ["report_id", col]).drop_duplicates()
-        s = sid.reindex(df["report_id"].to_numpy()).to_numpy()
-        if np.isnan(s).any():
-            raise PipelineError(f"strata: {int(np.isnan(s).sum())} {col} row(s) of reports outside the population")
-        k_code = pd.Categorical(df[col].astype(str), categories=keys).codes
-        keep = k_code >= 0
-        flat = k_code[keep].astype(np.int64) * len(s_levels) + s.astype(np.int64)[keep]
-        return np.bincount(flat, minlength=len(keys) * len(s_levels)).reshape(len(keys), len(s_levels)) \
-            .astype(np.float64)
-
+    # margins are counted by DuckDB over the Arrow inputs: the report-level rows of a whole history (tens of
+    # millions) never become Python objects
+    pr = pd.DataFrame(pairs)[["drug", "event"]] if not isinstance(pairs, pa.Table) else \
+        pairs.select(["drug", "event"]).to_pandas()
     d_keys = pd.Index(pr["drug"].astype(str).unique())
     e_keys = pd.Index(pr["event"].astype(str).unique())
-    nd = margins(exposures, "drug", d_keys) / n_s  # n_drug,s / n_total,s
-    ne = margins(events, "event", e_keys)
+    con = _connect()
+    try:
+        con.register("st_in", _as_arrow(strata, "strata", ("report_id", "stratum")))
+        con.execute("CREATE TEMP TABLE st AS SELECT report_id, CAST(stratum AS VARCHAR) AS stratum FROM st_in")
+        if con.execute("SELECT count(*) - count(DISTINCT report_id) FROM st").fetchone()[0]:
+            raise PipelineError("strata: a report has more than one stratum")
+        lv = con.execute("SELECT stratum, count(*)::BIGINT AS n FROM st GROUP BY 1 ORDER BY 1").df()
+        s_levels = pd.Index(lv["stratum"])
+        n_s = lv["n"].to_numpy(np.float64)
+
+        def margins(x, col, keys):
+            con.register("m_in", _as_arrow(x, col, ("report_id", col)))
+            con.register("m_keys", pa.table({"key": pa.array(list(keys), pa.string())}))
+            got = con.execute(f"""
+                SELECT x.key, s.stratum, count(*)::BIGINT AS n
+                FROM (SELECT DISTINCT report_id, CAST({col} AS VARCHAR) AS key FROM m_in
+                      WHERE CAST({col} AS VARCHAR) IN (SELECT key FROM m_keys)) x
+                LEFT JOIN st s USING (report_id) GROUP BY ALL""").df()
+            for t in ("m_in", "m_keys"):
+                con.unregister(t)
+            outside = int(got.loc[got["stratum"].isna(), "n"].sum())
+            if outside:
+                raise PipelineError(f"strata: {outside} {col} row(s) of reports outside the population")
+            flat = keys.get_indexer(got["key"]).astype(np.int64) * len(s_levels) + s_levels.get_indexer(got["stratum"])
+            return np.bincount(flat, weights=got["n"].to_numpy(np.float64),
+                               minlength=len(keys) * len(s_levels)).reshape(len(keys), len(s_levels))
+
+        nd = margins(exposures, "drug", d_keys) / n_s  # n_drug,s / n_total,s
+        ne = margins(events, "event", e_keys)
+    finally:
+        duck.close(con)
     di = d_keys.get_indexer(pr["drug"].astype(str))
     ei = e_keys.get_indexer(pr["event"].astype(str))
     out = np.empty(len(pr))

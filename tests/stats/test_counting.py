@@ -188,3 +188,18 @@ def test_stratified_expected_counts_against_brute_force():
     ne = events.drop_duplicates().groupby("event").size()
     np.testing.assert_allclose(crude, [nd.get(d, 0) * ne.get(e, 0) / 400 for d, e in pairs.itertuples(index=False)],
                                rtol=1e-12)
+
+
+def test_stratified_expected_counts_refuses_bad_strata():
+    """A report with two strata, or an exposure of a report outside the strata table, is an error, not a wrong E."""
+    from pipeline.stats.counting import stratified_expected_counts
+
+    exposures = pd.DataFrame({"report_id": [1, 2, 3], "drug": ["D1", "D1", "D2"]})
+    events = pd.DataFrame({"report_id": [1, 2, 3], "event": ["E1", "E2", "E1"]})
+    pairs = pd.DataFrame({"drug": ["D1", "D2"], "event": ["E1", "E1"]})
+    two = pd.DataFrame({"report_id": [1, 2, 3, 3], "stratum": ["a", "a", "b", "a"]})
+    with pytest.raises(PipelineError, match="more than one stratum"):
+        stratified_expected_counts(exposures, events, two, pairs)
+    short = pd.DataFrame({"report_id": [1, 2], "stratum": ["a", "b"]})
+    with pytest.raises(PipelineError, match="1 drug row"):
+        stratified_expected_counts(exposures, events, short, pairs)
