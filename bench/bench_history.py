@@ -20,6 +20,9 @@ Checks (the bench fails if one does not hold): raw DEMO rows + quarantined DEMO 
 generator wrote, for every quarter; the curated funnel starts at the raw DEMO rows and each step starts where the
 previous ended; the increment ingests exactly one quarter; the no-op changes nothing.
 
+The full history (22 M reports) is generated in segments of at most ``SEGMENT_ROWS`` DEMO rows (the generator
+plans a mirror in memory); follow-ups, re-ships, duplicates and deletions stay inside a segment.
+
 Options: ``--scale X`` (default 0.02), ``--out DIR`` (default bench/out/history-<scale>; reused: an existing
 mirror with the same volumes is not rewritten), ``--seed S``, ``--quarters N`` (only the first N quarters of the
 history, for a quick try), ``--keep`` (keep the data folder).
