@@ -104,3 +104,18 @@ def test_curated_suites_pass_on_extras(tmp_path):
     # the fixture's 7-digit start date is the one malformed FAERS date (blank is allowed): a warning, not an error
     warned = [c for c in extra if not c["success"]]
     assert [c["table"] for c in warned] == ["report_therapies"]
+
+
+def test_an_extras_table_without_report_id_is_a_failed_check_not_a_crash(tmp_path):
+    import pyarrow.parquet as pq
+
+    from pipeline import quality
+
+    raw, _ = _random_raw(5)
+    dd, _ = run(tmp_path, raw, load_config())
+    path = dd.curated / "report_outcomes.parquet"
+    pq.write_table(pq.read_table(path).drop_columns(["report_id"]), path)
+    res = quality.validate_curated(dd, data_docs=False, raise_on_critical=False)
+    failed = [c for c in res["checks"] if c["table"] == "report_outcomes" and not c["success"]]
+    assert failed and {c["severity"] for c in failed} == {"critical"}
+    assert any("report_id" in (c.get("columns") or []) or "report_id" in str(c.get("details", "")) for c in failed)
