@@ -78,7 +78,7 @@ def faers_ingest():
         ctx["quarter"] = quarter
         force = bool(ctx["params"].get("force"))
         with data_problems_fail(), data_dir_held(quarter):
-            res = runner.ingest_quarter(data_dir(), quarter, force=force)
+            res = runner.ingest_quarter(data_dir(), quarter, config_path(), force=force)
         rows = ", ".join(f"{t} {n:,}" for t, n in (res.get("rows") or {}).items()) or "no rows"
         checks = res.get("validation") or {}
         verdict = (f"passed, {len(checks.get('warnings') or [])} warning(s)" if checks.get("success") else "not run")

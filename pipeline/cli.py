@@ -61,10 +61,12 @@ def cmd_fetch(args) -> int:
 
 def cmd_ingest(args) -> int:
     from pipeline.ingest import ingest
+    from pipeline.settings import load_config
 
+    gates = load_config(args.config).gates
     # one bad quarter does not stop the others: they are ingested, the bad ones named, the exit is non-zero
     results = ingest(_data_dir(args), quarters=_quarters(args), force=args.force, progress=not args.quiet,
-                     keep_going=True)
+                     keep_going=True, quarantine_max=gates.quarantine_rate_max)
     failed = [r for r in results if r.error is not None]
     done = [r for r in results if not r.skipped and r.error is None]
     print(f"ingested {len(done)} quarter(s), {len(results) - len(done) - len(failed)} unchanged"
@@ -198,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("ingest", cmd_ingest, "parse landing zips into typed raw tables (DIR/raw/), quarantine bad lines")
     quarters(p)
+    add_config(p)
     data_dir(p)
     p.add_argument("--force", action="store_true", help="re-ingest quarters even when unchanged")
 

@@ -42,12 +42,15 @@ def fetch_quarter(source: str, data_dir: DataDir, quarter: str, *, progress: boo
     return {"quarter": quarter, "zip": remote.name, "downloaded": got is not None}
 
 
-def ingest_quarter(data_dir: DataDir, quarter: str, *, force: bool = False, progress: bool = False,
-                   validate: bool = True) -> dict:
+def ingest_quarter(data_dir: DataDir, quarter: str, config_path: str | Path | None = None, *, force: bool = False,
+                   progress: bool = False, validate: bool = True) -> dict:
     """Ingest (and validate) one landed quarter; a no-op when its zip was already ingested."""
     from pipeline.ingest import ingest
+    from pipeline.settings import load_config
 
-    [res] = ingest(data_dir, [Quarter.parse(quarter)], force=force, progress=progress, validate=validate)
+    gates = load_config(config_path).gates
+    [res] = ingest(data_dir, [Quarter.parse(quarter)], force=force, progress=progress, validate=validate,
+                   quarantine_max=gates.quarantine_rate_max)
     out = {"quarter": quarter, "skipped": res.skipped, "rows": res.rows, "quarantined": res.quarantined,
            "seconds": round(res.seconds, 2)}
     if res.validation:
@@ -105,7 +108,7 @@ def run(source: str, data_dir: DataDir, quarters: list[Quarter] | None = None,
     session = sources.session_for(source)
     for remote in todo:
         got = sources.fetch_one(remote, data_dir, session=session, progress=progress)
-        ingested = ingest_quarter(data_dir, str(remote.quarter), progress=progress)
+        ingested = ingest_quarter(data_dir, str(remote.quarter), config_path, progress=progress)
         steps["quarters"].append({"quarter": str(remote.quarter), "zip": remote.name,
                                   "downloaded": got is not None, **ingested})
     curated = curate_all(data_dir, config_path, progress=progress)

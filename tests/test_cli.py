@@ -69,3 +69,26 @@ def test_cli_reads_faers_config_like_the_dags(tmp_path):
                           capture_output=True, text=True, cwd=ROOT, timeout=120,
                           env={**os.environ, "FAERS_CONFIG": str(missing)})
     assert "from-env.toml" not in proc.stderr, proc.stderr
+
+
+def test_ingest_takes_the_quarantine_gate_from_the_config(tmp_path):
+    """``[thresholds] quarantine_rate_max`` is the critical quarantined share of a large file (>= 10,000 lines):
+    a config below the quarter's share refuses it (exit 5, one line), the shipped config ingests it."""
+    import json
+
+    from pipeline.settings import DEFAULT_CONFIG_PATH
+
+    mirror, data = tmp_path / "mirror", tmp_path / "data"
+    assert _run("sample", "--out", str(mirror), "--quarters", "2012Q1", "--reports-per-quarter", "3500").returncode == 0
+    assert _run("fetch", "--source", str(mirror), "--data-dir", str(data)).returncode == 0
+    text = DEFAULT_CONFIG_PATH.read_text()
+    assert "quarantine_rate_max = 0.001\n" in text
+    strict = tmp_path / "strict.toml"
+    strict.write_text(text.replace("quarantine_rate_max = 0.001\n", "quarantine_rate_max = 0.00001\n"))
+    proc = _run("ingest", "--config", str(strict), "--data-dir", str(data))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 5 and len(lines) == 1 and "quarantine_rate_large" in lines[0], proc.stderr
+    failed = json.loads((data / "validation" / "raw" / "2012Q1.failed.json").read_text())
+    large = [c for c in failed["critical_failures"] if "quarantine_rate_large" in json.dumps(c)]
+    assert large, failed["critical_failures"]
+    assert _run("ingest", "--data-dir", str(data)).returncode == 0

@@ -82,7 +82,8 @@ def parse_member(zip_path: Path, member: str, size: int, table: str, quarter: Qu
 
 
 def ingest_zip(data_dir: DataDir, zip_path: Path, quarter: Quarter, *, progress: bool = True,
-               validate: bool = True, zip_sha256: str | None = None) -> QuarterResult:
+               validate: bool = True, zip_sha256: str | None = None,
+               quarantine_max: float | None = None) -> QuarterResult:
     """Ingest one landing zip as ``quarter``: stage everything, validate, then swap it in.
 
     Parameters
@@ -99,6 +100,9 @@ def ingest_zip(data_dir: DataDir, zip_path: Path, quarter: Quarter, *, progress:
         Run the raw data checks (Great Expectations) before publishing.
     zip_sha256 : str or None
         The zip's sha256 when known (else computed).
+    quarantine_max : float or None
+        Critical quarantined share of a large file's data lines (config ``[thresholds] quarantine_rate_max``;
+        None: the validation's default, 0.001).
 
     Returns
     -------
@@ -122,11 +126,12 @@ def ingest_zip(data_dir: DataDir, zip_path: Path, quarter: Quarter, *, progress:
     stage = DataDir(staging)
     bar = _progress_bar(sum(infos[m].file_size for _, m in jobs), f"ingest {quarter}", progress)
     try:
-        parts, quarantine_rows, validation = _parse_members(jobs, infos, zip_path, stage, result, bar, validate)
+        start = (lambda: _start_validation(stage, quarter, quarantine_max)) if validate else None
+        parts, quarantine_rows, validation = _parse_members(jobs, infos, zip_path, stage, result, bar, start)
         bar.close()
         held = _write_stage(stage, parts, quarantine_rows, result, zip_path, zip_sha256)
         if validate:
-            result.validation = _finish_validation(validation, stage, data_dir, quarter, held[DELETED])
+            result.validation = _finish_validation(validation or start(), data_dir, quarter, held[DELETED])
         del held
         commit_stage(stage, data_dir, quarter)
     finally:
@@ -151,8 +156,11 @@ def _jobs(zip_path: Path, infos: dict[str, zipfile.ZipInfo], result: QuarterResu
     return jobs
 
 
-def _parse_members(jobs, infos, zip_path: Path, stage: DataDir, result: QuarterResult, bar, validate: bool):
-    """Parse and write every member on two workers; returns (parts per table, quarantine rows, validation)."""
+def _parse_members(jobs, infos, zip_path: Path, stage: DataDir, result: QuarterResult, bar, start_validation):
+    """Parse and write every member on two workers; returns (parts per table, quarantine rows, validation).
+
+    ``start_validation()`` makes the quarter's validation when the first rows arrive (None: no validation)."""
+    validate = start_validation is not None
     quarter = result.quarter
     parts: dict[str, list[tuple[str, pa.Table]]] = {}  # table -> (member, rows)
     quarantine_rows: list[tuple[str, str, int, str, int, int, bytes]] = []
@@ -174,7 +182,7 @@ def _parse_members(jobs, infos, zip_path: Path, stage: DataDir, result: QuarterR
         while done < len(futures):
             kind, item, rows = events.get()
             if kind == "rows":
-                validation = validation or _start_validation(stage, quarter)
+                validation = validation or start_validation()
                 validation.add_rows(item, rows)
                 continue
             done += 1
@@ -213,10 +221,9 @@ def _write_stage(stage: DataDir, parts: dict, quarantine_rows: list, result: Qua
     return held
 
 
-def _finish_validation(validation, stage: DataDir, data_dir: DataDir, quarter: Quarter, deleted: pa.Table) -> dict:
+def _finish_validation(validation, data_dir: DataDir, quarter: Quarter, deleted: pa.Table) -> dict:
     from pipeline import quality
 
-    validation = validation or _start_validation(stage, quarter)
     try:
         validation.add(DELETED, deleted)  # several lists in one table, written just above
         return validation.finish()
@@ -229,11 +236,12 @@ def _finish_validation(validation, stage: DataDir, data_dir: DataDir, quarter: Q
 _WARMING: threading.Thread | None = None
 
 
-def _start_validation(stage: DataDir, quarter: Quarter):
+def _start_validation(stage: DataDir, quarter: Quarter, quarantine_max: float | None = None):
     _WARMING.join()
     from pipeline import quality
 
-    return quality.RawQuarterValidation(stage, quarter)
+    options = {} if quarantine_max is None else {"quarantine_critical": float(quarantine_max)}
+    return quality.RawQuarterValidation(stage, quarter, **options)
 
 
 def _warm_imports(validate: bool) -> None:

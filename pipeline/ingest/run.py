@@ -36,7 +36,8 @@ def is_ingested(data_dir: DataDir, quarter: Quarter, zip_path: Path) -> bool:
 
 
 def ingest(data_dir: DataDir, quarters: list[Quarter] | None = None, *, force: bool = False,
-           progress: bool = True, validate: bool = True, keep_going: bool = False) -> list[QuarterResult]:
+           progress: bool = True, validate: bool = True, keep_going: bool = False,
+           quarantine_max: float | None = None) -> list[QuarterResult]:
     """Ingest every landing quarter (or the ones asked for) whose zip is new or changed.
 
     With ``keep_going`` a quarter that cannot be ingested (bad zip, failed validation) is recorded in its
@@ -57,6 +58,8 @@ def ingest(data_dir: DataDir, quarters: list[Quarter] | None = None, *, force: b
         Run the raw data checks before publishing each quarter.
     keep_going : bool
         Carry on past a quarter that cannot be ingested.
+    quarantine_max : float or None
+        Critical quarantined share of a large file's lines (config ``[thresholds] quarantine_rate_max``).
 
     Returns
     -------
@@ -80,7 +83,8 @@ def ingest(data_dir: DataDir, quarters: list[Quarter] | None = None, *, force: b
     if len(todo) > 1:
         log.info("ingest: %d quarter(s) to ingest (%.0f MB of zips), %d unchanged", len(todo),
                  sum(p.stat().st_size for _, p, _ in todo) / 1e6, len(results))
-    results += _ingest_each(data_dir, todo, progress=progress, validate=validate, keep_going=keep_going)
+    results += _ingest_each(data_dir, todo, progress=progress, validate=validate, keep_going=keep_going,
+                            quarantine_max=quarantine_max)
     results.sort(key=lambda r: r.quarter)
     return results
 
@@ -99,7 +103,7 @@ def _select(data_dir: DataDir, quarters: list[Quarter] | None) -> dict[Quarter, 
 
 
 def _ingest_each(data_dir: DataDir, todo: list[tuple[Quarter, Path, str]], *, progress: bool, validate: bool,
-                 keep_going: bool) -> list[QuarterResult]:
+                 keep_going: bool, quarantine_max: float | None) -> list[QuarterResult]:
     results = []
     # a first load is ~90 quarters: one bar over the quarters above each quarter's own bar
     outer = _quarters_bar(len(todo), progress and len(todo) > 1)
@@ -108,7 +112,8 @@ def _ingest_each(data_dir: DataDir, todo: list[tuple[Quarter, Path, str]], *, pr
         for i, (quarter, path, sha) in enumerate(todo, 1):
             outer.set_postfix_str(str(quarter))
             try:
-                res = ingest_zip(data_dir, path, quarter, progress=progress, validate=validate, zip_sha256=sha)
+                res = ingest_zip(data_dir, path, quarter, progress=progress, validate=validate, zip_sha256=sha,
+                                 quarantine_max=quarantine_max)
             except PipelineError as exc:
                 if not keep_going:
                     raise
