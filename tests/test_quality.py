@@ -1076,3 +1076,33 @@ def test_validation_cannot_finish_with_a_table_missing(tmp_path, clean_2024q1):
     v.add_rows("DEMO", clean_2024q1["DEMO"])
     with pytest.raises(PipelineError, match="before .*DRUG"):
         v.finish()
+
+
+def test_curated_validation_in_parts_equals_whole(tmp_path, monkeypatch):
+    """Big tables are validated in parts of whole reports: the same checks, counts and verdicts as in one piece,
+    including a duplicate report_id, a null report_id, a blank PT and an empty table's row count."""
+    from pipeline.quality import curated
+
+    dd, f = make_curated(tmp_path, n_demo=300)
+    rep = f["reports"].copy()
+    rep.loc[1, "report_id"] = rep.loc[0, "report_id"]           # a duplicate: both rows fall in one part
+    pts = f["report_pts"].copy()
+    pts.iloc[[3, 60, 120, 180, 240], pts.columns.get_loc("pt")] = ""  # blank PTs of several reports and parts
+    ing = f["report_ingredients"].copy()
+    ing.loc[ing.index[5], "report_id"] = None                    # a row of no report: held by no part
+    write_curated(dd, {**f, "reports": rep, "report_pts": pts, "report_ingredients": ing})
+
+    def checks():
+        s = quality.validate_curated(dd, None, data_docs=False, raise_on_critical=False)
+        return sorted((c["table"], c["expectation"], tuple(c["columns"]), c["success"], c.get("unexpected_count"),
+                       c.get("element_count")) for c in s["checks"])
+
+    whole = checks()
+    monkeypatch.setattr(curated, "CHUNK_ROWS", 50)               # every big table in 8-32 parts
+    parts = checks()
+    assert parts == whole
+    assert ("reports", "expect_column_values_to_be_unique", ("report_id",), False, 2, 300) in whole
+    assert any(c[0] == "report_pts" and c[1] == "expect_column_value_lengths_to_be_between" and c[4] == 5
+               for c in parts)
+    assert any(c[0] == "report_ingredients" and c[1] == "expect_column_values_to_not_be_null" and c[2] == ("report_id",)
+               and c[3] is False and c[4] == 1 for c in parts)

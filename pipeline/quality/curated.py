@@ -7,6 +7,7 @@ Writes ``DIR/validation/curated/curated.json``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 
@@ -25,6 +26,10 @@ CURATED_TABLES = ("reports", "report_ingredients", "report_pts", "funnel", "unma
 CURATED_EXTRA_TABLES = ("report_outcomes", "report_substance_drugs", "report_indications", "report_therapies")
 #: tables whose row-level suite runs as soon as the table is read (the funnel needs a derived column first)
 _ROW_SUITE_TABLES = ("reports", "report_ingredients", "report_pts", "unmapped_drugs", "name_conflicts")
+#: rows per GX run: a bigger table is validated in parts of whole reports (report_id bits), since GX's pandas
+#: engine needs several times a frame's size (the whole history's tables needed more than 21 GB at once). Every
+#: uniqueness expectation of these suites includes report_id, so a duplicate is always inside one part.
+CHUNK_ROWS = 4_000_000
 
 
 def _cfg_threshold(config, name: str, default: float) -> float:
@@ -59,6 +64,18 @@ def _raw_totals(data_dir: DataDir) -> dict:
             deleted.append(pq.read_table(p, columns=["caseid_int"]).column(0).combine_chunks())
     ids = pc.unique(pa.concat_arrays(deleted).drop_null()) if deleted else pa.array([], pa.int64())
     return {"demo_rows": demo, "drug_rows": drug, "deleted_caseids": ids}
+
+
+def _merge(a: Check, b: Check) -> Check:
+    """One expectation's checks on two parts of a table as one check on both."""
+    a.success = a.success and b.success
+    if a.unexpected_count is not None or b.unexpected_count is not None:
+        a.unexpected_count = (a.unexpected_count or 0) + (b.unexpected_count or 0)
+        a.element_count = (a.element_count or 0) + (b.element_count or 0)
+        a.unexpected_percent = 100.0 * a.unexpected_count / a.element_count if a.element_count else None
+    a.examples = (a.examples + [x for x in b.examples if x not in a.examples])[:20]
+    a.details = a.details or b.details
+    return a
 
 
 def _examples(ids: pa.Array) -> str:
@@ -98,15 +115,58 @@ class _CuratedValidation:
         res = self.gxr.run(data_suite, df, asset=f"curated_{name}", params=params or {}, run_name=self.run_name,
                            index_columns=index)
         self.checks += checks_from_result(res, layer="curated", table=name, scope=self.scope, suite=data_suite)
+        self.column_set(name, col_suite)
+
+    def column_set(self, name: str, col_suite: dict) -> None:
+        """The column-set expectations on an empty frame of the file's schema."""
         if col_suite["expectations"] and self.schemas.get(name) is not None:
             res = self.gxr.run(col_suite, self.schemas[name].empty_table().to_pandas(),
                                asset=f"curated_{name}_columns", params={}, run_name=self.run_name, persist=False)
             self.checks += checks_from_result(res, layer="curated", table=name, scope=self.scope, suite=col_suite)
 
+    def gx_parts(self, name: str, table: pa.Table, suite: dict | None = None) -> None:
+        """:meth:`gx_table` on ``table`` in parts of at most about :data:`CHUNK_ROWS` rows, the checks merged
+        (counts summed, examples from the first parts); the row count is checked on the whole table."""
+        suite = suite or self.suites[name]
+        cols = suite_columns(suite)
+        if table.num_rows <= CHUNK_ROWS or "report_id" not in table.column_names:
+            self.gx_table(name, to_pandas(table, cols), suite)
+            return
+        parts = 1 << math.ceil(math.log2(table.num_rows / CHUNK_ROWS))
+        data_suite, _ = split_structural(suite)
+        counts = [e for e in data_suite["expectations"] if e["type"] == "expect_table_row_count_to_be_between"]
+        rows_suite = {**data_suite, "expectations": [e for e in data_suite["expectations"] if e not in counts]}
+        key = pc.bit_wise_and(table.column("report_id"), parts - 1)
+        merged: list[Check] = []
+        for i in range(parts):
+            part = table.filter(pc.fill_null(pc.equal(key, i), False))
+            got = checks_from_result(self.gxr.run(rows_suite, to_pandas(part, cols), asset=f"curated_{name}",
+                                                  params={}, run_name=self.run_name),
+                                     layer="curated", table=name, scope=self.scope, suite=rows_suite)
+            merged = got if not merged else [_merge(a, b) for a, b in zip(merged, got)]
+        null_ids = table.column("report_id").null_count  # rows no part holds: the not-null check names them
+        if null_ids:
+            part = table.filter(pc.is_null(table.column("report_id")))
+            got = checks_from_result(self.gxr.run(rows_suite, to_pandas(part, cols), asset=f"curated_{name}",
+                                                  params={}, run_name=self.run_name),
+                                     layer="curated", table=name, scope=self.scope, suite=rows_suite)
+            merged = [_merge(a, b) for a, b in zip(merged, got)]
+        self.checks += merged
+        for e in counts:
+            lo, hi = e["kwargs"].get("min_value"), e["kwargs"].get("max_value")
+            ok = (lo is None or table.num_rows >= lo) and (hi is None or table.num_rows <= hi)
+            c = named_check("curated", name, self.scope, e["type"], e.get("severity", CRITICAL), ok,
+                            observed=table.num_rows, notes=(e.get("meta") or {}).get("notes", ""))
+            c.suite, c.kwargs = suite["name"], dict(e["kwargs"])
+            if not ok:
+                c.details = f"observed {table.num_rows:,} rows, expected {fmt_count(lo)}..{fmt_count(hi)}"
+            self.checks.append(c)
+        self.column_set(name, split_structural(suite)[1])
+
     def check_row_suites(self) -> None:
         for name in _ROW_SUITE_TABLES:
             if self.has(name):
-                self.gx_table(name, to_pandas(self.tables[name], suite_columns(self.suites[name])))
+                self.gx_parts(name, self.tables[name])
 
     def check_extra_tables(self) -> None:
         """The analyses' tables that exist: each one's own suite (their orphans come with the cross-table facts)."""
@@ -117,7 +177,7 @@ class _CuratedValidation:
             cols = list(dict.fromkeys([*suite_columns(suite), "report_id"]))
             self.tables[name], self.schemas[name] = _read_curated(self.data_dir, name, cols)
             self.rows[name] = self.tables[name].num_rows
-            self.gx_table(name, to_pandas(self.tables[name], suite_columns(suite)), suite)
+            self.gx_parts(name, self.tables[name], suite)
             if "report_id" in self.tables[name].column_names:  # else the column-set check above has failed
                 self.extra_ids[name] = self.tables[name].column("report_id").combine_chunks()
 
