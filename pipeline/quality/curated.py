@@ -29,7 +29,11 @@ _ROW_SUITE_TABLES = ("reports", "report_ingredients", "report_pts", "unmapped_dr
 #: rows per GX run: a bigger table is validated in parts of whole reports (report_id bits), since GX's pandas
 #: engine needs several times a frame's size (the whole history's tables needed more than 21 GB at once). Every
 #: uniqueness expectation of these suites includes report_id, so a duplicate is always inside one part.
-CHUNK_ROWS = 4_000_000
+CHUNK_ROWS = 2_000_000
+#: what the cross-table facts need of a table once its own suite has run (the rest is let go: the whole history's
+#: tables are gigabytes)
+_KEEP_AFTER_SUITE = {"reports": ["report_id", "in_analysis", "has_drug", "has_pt"], "report_ingredients": ["report_id"],
+                     "report_pts": ["report_id"], "name_conflicts": ["report_id"]}
 
 
 def _cfg_threshold(config, name: str, default: float) -> float:
@@ -94,16 +98,25 @@ class _CuratedValidation:
         self.suites = {n: load_suite(f"curated_{n}") for n in CURATED_TABLES}
         self.tables: dict[str, pa.Table] = {}
         self.schemas: dict[str, pa.Schema | None] = {}
+        self.rows: dict[str, int] = {}
         for name in CURATED_TABLES:
-            cols = suite_columns(self.suites[name])
-            if name == "reports":
-                cols = list(dict.fromkeys([*cols, "in_analysis", "has_drug", "has_pt"]))
-            self.tables[name], self.schemas[name] = _read_curated(data_dir, name, cols)
+            path = data_dir.curated / f"{name}.parquet"
+            if name in _ROW_SUITE_TABLES and path.exists():  # read by check_row_suites, one at a time
+                self.schemas[name], self.rows[name] = pq.read_schema(path), pq.read_metadata(path).num_rows
+                continue
+            self.tables[name], self.schemas[name] = _read_curated(data_dir, name, self._columns(name))
+            self.rows[name] = self.tables[name].num_rows
             if self.schemas[name] is None:
                 self.checks.append(named_check("curated", name, self.scope, "file_present", CRITICAL, False,
-                                               details=f"missing {data_dir.curated / (name + '.parquet')}"))
-        self.rows = {n: t.num_rows for n, t in self.tables.items()}
+                                               details=f"missing {path}"))
         self.extra_ids: dict[str, pa.Array] = {}  # report_id of the analyses' tables present
+
+    def _columns(self, name: str) -> list[str]:
+        return list(dict.fromkeys([*suite_columns(self.suites[name]), *_KEEP_AFTER_SUITE.get(name, [])]))
+
+    def _slim(self, name: str) -> None:
+        keep = [c for c in _KEEP_AFTER_SUITE.get(name, ["report_id"]) if c in self.tables[name].column_names]
+        self.tables[name] = self.tables[name].select(keep)
 
     def has(self, *names: str) -> bool:
         return all(self.schemas.get(n) is not None for n in names)
@@ -166,7 +179,10 @@ class _CuratedValidation:
     def check_row_suites(self) -> None:
         for name in _ROW_SUITE_TABLES:
             if self.has(name):
+                self.tables[name] = _read_curated(self.data_dir, name, self._columns(name))[0]
                 self.gx_parts(name, self.tables[name])
+                if name in _KEEP_AFTER_SUITE:
+                    self._slim(name)
 
     def check_extra_tables(self) -> None:
         """The analyses' tables that exist: each one's own suite (their orphans come with the cross-table facts)."""
@@ -179,7 +195,8 @@ class _CuratedValidation:
             self.rows[name] = self.tables[name].num_rows
             self.gx_parts(name, self.tables[name], suite)
             if "report_id" in self.tables[name].column_names:  # else the column-set check above has failed
-                self.extra_ids[name] = self.tables[name].column("report_id").combine_chunks()
+                self.extra_ids[name] = pc.unique(self.tables[name].column("report_id").combine_chunks())
+            del self.tables[name]
 
     def check_analysis_population(self) -> None:
         """Every in-analysis report has a drug and a PT row (GX on a per-report count frame built with pyarrow)."""
@@ -200,7 +217,8 @@ class _CuratedValidation:
         for child in ("report_ingredients", "report_pts", "name_conflicts", *self.extra_ids):
             if not self.has(child):
                 continue
-            ids = pc.unique(self.tables[child].column("report_id").combine_chunks())
+            ids = self.extra_ids[child] if child in self.extra_ids else \
+                pc.unique(self.tables[child].column("report_id").combine_chunks())
             orphans = pc.filter(ids, pc.invert(pc.fill_null(pc.is_in(ids, value_set=report_ids), False)))
             c = named_check("curated", child, self.scope, "report_id_in_reports", CRITICAL, len(orphans) == 0,
                             columns=["report_id"], unexpected=len(orphans), total=len(ids),
