@@ -150,20 +150,15 @@ class _CuratedValidation:
         counts = [e for e in data_suite["expectations"] if e["type"] == "expect_table_row_count_to_be_between"]
         rows_suite = {**data_suite, "expectations": [e for e in data_suite["expectations"] if e not in counts]}
         key = pc.bit_wise_and(table.column("report_id"), parts - 1)
+        masks = [pc.fill_null(pc.equal(key, i), False) for i in range(parts)]
+        if table.column("report_id").null_count:  # rows no part holds: the not-null check names them
+            masks.append(pc.is_null(table.column("report_id")))
         merged: list[Check] = []
-        for i in range(parts):
-            part = table.filter(pc.fill_null(pc.equal(key, i), False))
-            got = checks_from_result(self.gxr.run(rows_suite, to_pandas(part, cols), asset=f"curated_{name}",
-                                                  params={}, run_name=self.run_name),
-                                     layer="curated", table=name, scope=self.scope, suite=rows_suite)
+        for mask in masks:
+            res = self.gxr.run(rows_suite, to_pandas(table.filter(mask), cols), asset=f"curated_{name}", params={},
+                               run_name=self.run_name)
+            got = checks_from_result(res, layer="curated", table=name, scope=self.scope, suite=rows_suite)
             merged = got if not merged else [_merge(a, b) for a, b in zip(merged, got)]
-        null_ids = table.column("report_id").null_count  # rows no part holds: the not-null check names them
-        if null_ids:
-            part = table.filter(pc.is_null(table.column("report_id")))
-            got = checks_from_result(self.gxr.run(rows_suite, to_pandas(part, cols), asset=f"curated_{name}",
-                                                  params={}, run_name=self.run_name),
-                                     layer="curated", table=name, scope=self.scope, suite=rows_suite)
-            merged = [_merge(a, b) for a, b in zip(merged, got)]
         self.checks += merged
         for e in counts:
             lo, hi = e["kwargs"].get("min_value"), e["kwargs"].get("max_value")
