@@ -319,7 +319,9 @@ def stratified_expected_counts(exposures, events, strata, pairs, *, chunk: int =
     con = _connect()
     try:
         con.register("st_in", _as_arrow(strata, "strata", ("report_id", "stratum")))
-        con.execute("CREATE TEMP TABLE st AS SELECT report_id, CAST(stratum AS VARCHAR) AS stratum FROM st_in")
+        # a missing stratum is a level of its own, spelled as str(None) like any other value
+        con.execute("CREATE TEMP TABLE st AS SELECT report_id, coalesce(CAST(stratum AS VARCHAR), 'None') AS stratum "
+                    "FROM st_in")
         if con.execute("SELECT count(*) - count(DISTINCT report_id) FROM st").fetchone()[0]:
             raise PipelineError("strata: a report has more than one stratum")
         lv = con.execute("SELECT stratum, count(*)::BIGINT AS n FROM st GROUP BY 1 ORDER BY 1").df()
@@ -336,10 +338,11 @@ def stratified_expected_counts(exposures, events, strata, pairs, *, chunk: int =
                 LEFT JOIN st s USING (report_id) GROUP BY ALL""").df()
             for t in ("m_in", "m_keys"):
                 con.unregister(t)
-            outside = int(got.loc[got["stratum"].isna(), "n"].sum())
+            outside = int(got.loc[got["stratum"].isna(), "n"].sum())  # st has no null stratum: no such report
             if outside:
                 raise PipelineError(f"strata: {outside} {col} row(s) of reports outside the population")
-            flat = keys.get_indexer(got["key"]).astype(np.int64) * len(s_levels) + s_levels.get_indexer(got["stratum"])
+            flat = keys.get_indexer(got["key"]).astype(np.int64) * len(s_levels) \
+                + s_levels.get_indexer(got["stratum"])
             return np.bincount(flat, weights=got["n"].to_numpy(np.float64),
                                minlength=len(keys) * len(s_levels)).reshape(len(keys), len(s_levels))
 

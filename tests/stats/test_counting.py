@@ -203,3 +203,15 @@ def test_stratified_expected_counts_refuses_bad_strata():
     short = pd.DataFrame({"report_id": [1, 2], "stratum": ["a", "b"]})
     with pytest.raises(PipelineError, match="1 drug row"):
         stratified_expected_counts(exposures, events, short, pairs)
+
+
+def test_stratified_expected_counts_a_missing_stratum_is_a_level():
+    """A report whose stratum is missing is in its own stratum, not outside the population."""
+    from pipeline.stats.counting import stratified_expected_counts
+
+    exposures = pd.DataFrame({"report_id": [1, 2, 3, 4], "drug": ["D1", "D1", "D1", "D2"]})
+    events = pd.DataFrame({"report_id": [1, 2, 3, 4], "event": ["E1", "E1", "E2", "E1"]})
+    strata = pd.DataFrame({"report_id": [1, 2, 3, 4], "stratum": ["a", None, None, "a"]})
+    got, info = stratified_expected_counts(exposures, events, strata, pd.DataFrame({"drug": ["D1"], "event": ["E1"]}))
+    # stratum a: n_drug 1, n_event 2, n 2 -> 1; missing: n_drug 2, n_event 1, n 2 -> 1
+    assert got.tolist() == [2.0] and info["n_strata"] == 2
