@@ -182,3 +182,19 @@ def test_bad_resources_are_rejected_naming_the_key(tmp_path, key, value, message
     path.write_text(head + "\n".join(lines) + "\n")
     with pytest.raises(PipelineError, match=f"resources.{key}' {message}"):
         load_config(path)
+
+
+@pytest.mark.slow
+def test_signals_out_of_memory_is_one_line_for_the_dag(raw_dir, tmp_path):
+    """``runner.signals_run`` (the signals DAG's task) under a limit the report cannot fit in raises the one-line
+    ResourceError, as the CLI prints it, not DuckDB's own exception from the analyses' connection."""
+    from pipeline import runner
+    from pipeline.curate import curate
+
+    dd = _copy_raw(raw_dir, tmp_path / "oom")
+    curate(dd, load_config(_config(tmp_path, "4GB", 2)), progress=False)
+    with pytest.raises(ResourceError) as info:
+        runner.signals_run(dd, _config(tmp_path, "8MB", 1))
+    msg = str(info.value)
+    assert "\n" not in msg and "signals: out of memory within resources.memory_limit = '8MB'" in msg, msg
+    assert not isinstance(info.value, duckdb.OutOfMemoryException)
