@@ -84,14 +84,11 @@ def curate_all(data_dir: DataDir, config_path: str | Path | None = None, *, prog
 def signals_run(data_dir: DataDir, config_path: str | Path | None = None, *, progress: bool = False,
                 **params) -> dict:
     """Statistics + report folder from the curated tables (``params`` override config values)."""
-    from pipeline import duck
     from pipeline.reports import build_report
     from pipeline.settings import load_config
 
     config = load_config(config_path)
-    # out of memory anywhere in the build (the analyses' own connection included) is one line, as on the CLI
-    with duck.translate(config.resources, "signals", data_dir):
-        return jsonable(build_report(data_dir, config, progress=progress, **params))
+    return jsonable(build_report(data_dir, config, progress=progress, **params))
 
 
 def latest_report(data_dir: DataDir) -> Path | None:

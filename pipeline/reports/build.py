@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import logging
 import os
 import time
@@ -75,6 +76,17 @@ class _Steps:
             self._bar.close()
 
 
+def _out_of_memory_is_one_line(build):
+    """Out of memory anywhere in a build (the analyses' and the counting's connections included) becomes the
+    one-line ResourceError of :func:`pipeline.duck.translate`, for every caller (CLI, DAG task, study)."""
+    @functools.wraps(build)
+    def wrapper(data_dir, config, **params):
+        with duck.translate(getattr(config, "resources", None), "signals", data_dir):
+            return build(data_dir, config, **params)
+    return wrapper
+
+
+@_out_of_memory_is_one_line
 def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: bool = False, substances=None,
                  pt_groups=None, roles=None, mgps_likelihood=None, cutoff_quarter=None, from_quarter=None,
                  force: bool = False, trend_top_pts: int = 5, now: dt.datetime | None = None) -> dict:
@@ -107,7 +119,8 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
         pop = population.register_population(con, cur, config, params)
         steps.next("background", f"{pop.n_total:,} reports in the analysis population")
         bg = population.background(pop, params)
-        steps.next(f"MGPS fit ({params['mgps_likelihood']})", f"{bg.counts.num_rows:,} ingredient x PT pairs with a >= 1")
+        steps.next(f"MGPS fit ({params['mgps_likelihood']})",
+                   f"{bg.counts.num_rows:,} ingredient x PT pairs with a >= 1")
         prior = fit_prior(bg, population.mgps_strata(pop, cur, config, params), params["mgps_likelihood"])
         steps.next("statistics")
         all_pairs = all_pairs_table(prior, config)
