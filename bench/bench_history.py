@@ -163,7 +163,9 @@ def _mirror(out: Path, volumes: dict[str, int], seed: int) -> dict:
 
     The generator plans a whole mirror in memory (about 0.9 GB per million reports), so the full history (22 M
     reports) is written as consecutive segments, each a mirror of its own above the caseids of the one before: a
-    case's follow-ups, re-ships, duplicates and deletions stay inside its segment.
+    case's follow-ups, re-ships, duplicates and deletions stay inside its segment. Duplicates are reported the way
+    another company would (``duplicate_variants``), and ``truth["patient_groups"]`` lists every group of one patient
+    (caseids), so the duplicate detection is scored at this scale too.
     """
     from pipeline.quarters import parse_range
     from pipeline.synthetic import write_mirror
@@ -171,24 +173,28 @@ def _mirror(out: Path, volumes: dict[str, int], seed: int) -> dict:
     truth_path = out / "mirror" / "truth.json"
     if truth_path.exists():
         truth = json.loads(truth_path.read_text())
-        if truth.get("reports_per_quarter") == volumes and truth.get("seed") == seed:
+        if truth.get("reports_per_quarter") == volumes and truth.get("seed") == seed and "patient_groups" in truth:
             print("   mirror: reused", flush=True)
             return truth
     t0 = time.perf_counter()
     segments = _segments(volumes, SEGMENT_ROWS)
     if len(segments) == 1:
         write_mirror(out / "mirror", parse_range(",".join(volumes)), reports_per_quarter=volumes, seed=seed,
-                     progress=False)
+                     progress=False, duplicate_variants=True)
+        one = json.loads(truth_path.read_text())
+        one["patient_groups"] = one["cases"]["patient_groups"]
+        truth_path.write_text(json.dumps(one, indent=1) + "\n")
     else:
         merged = {"synthetic": True, "seed": seed, "reports_per_quarter": volumes, "zips": {}, "files": {},
-                  "segments": []}
+                  "segments": [], "patient_groups": []}
         floor_id = 0
         for k, seg in enumerate(segments):
             folder = out / "mirror" / f"segment-{seg[0]}-{seg[-1]}"
             res = write_mirror(folder, parse_range(",".join(seg)), reports_per_quarter={q: volumes[q] for q in seg},
-                               seed=seed + k, progress=False, caseid_floor=floor_id)
+                               seed=seed + k, progress=False, caseid_floor=floor_id, duplicate_variants=True)
             floor_id = res["caseid_max"] + 1
             part = json.loads((folder / "truth.json").read_text())
+            merged["patient_groups"] += part["cases"]["patient_groups"]
             for q in seg:
                 name = part["zips"][q]
                 (out / "mirror" / name).unlink(missing_ok=True)
@@ -231,8 +237,34 @@ def _checks(data: Path, truth: dict, quarters: list[str]) -> dict:
         if step["reports_in"] != prev["reports_out"]:
             problems.append(f"funnel step {step['step']} starts at {step['reports_in']:,}, step {prev['step']} "
                             f"ended at {prev['reports_out']:,}")
+    dup = _duplicate_scores(dd, truth["patient_groups"])
+    linked = json.loads((dd.curated / "linkage_params.json").read_text()).get("linked_pairs")
+    if not linked:
+        problems.append("the probabilistic linkage linked no pair")
     return {"raw_demo_rows": demo_rows, "demo_data_lines_written": written_lines,
-            "funnel": [(r["name"], r["reports_in"], r["reports_out"]) for r in funnel], "problems": problems}
+            "funnel": [(r["name"], r["reports_in"], r["reports_out"]) for r in funnel],
+            "duplicates": {**dup, "linkage_linked_pairs": linked}, "problems": problems}
+
+
+def _duplicate_scores(dd, patient_groups: list[list[int]]) -> dict:
+    """Pairwise precision/recall of the curated duplicate groups against the generator's patient groups, over
+    reports with a drug and a PT (as ``bench.bench_linkage``)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from bench.bench_linkage import pairwise
+
+    t = pq.read_table(dd.curated / "reports.parquet", columns=["report_id", "dup_group_id"],
+                      filters=[("has_drug", "=", True), ("has_pt", "=", True)])
+    ids = t["report_id"].to_numpy()
+    members = np.fromiter((x for g in patient_groups for x in g), np.int64)
+    keep = set(members[np.isin(members, ids)].tolist())
+    true_groups = [[x for x in g if x in keep] for g in patient_groups]
+    grouped = t.filter(t["dup_group_id"].is_valid()).to_pydict()
+    found: dict[int, list[int]] = {}
+    for rid, gid in zip(grouped["report_id"], grouped["dup_group_id"]):
+        found.setdefault(gid, []).append(rid)
+    return pairwise([g for g in found.values() if len(g) > 1], [g for g in true_groups if len(g) > 1])
 
 
 def _q(label: str):
@@ -326,6 +358,9 @@ def main(argv: list[str]) -> dict:
     print("\n   step        wall s    CPU s   peak RSS MB")
     for name, r in results.items():
         print(f"   {name:<10} {r['wall_s']:>8} {r['cpu_s']:>8} {r['peak_rss_mb']:>10}")
+    d = checks["duplicates"]
+    print(f"   duplicates: {d['true_pairs']:,} true pairs; rules + linkage precision {d['precision']}, recall "
+          f"{d['recall']} ({d['linkage_linked_pairs']:,} pairs linked by the linkage)")
     print(f"   checks: raw DEMO rows {checks['raw_demo_rows']:,} (data lines written "
           f"{checks['demo_data_lines_written']:,}); problems: {checks['problems'] or 'none'}", flush=True)
     (out / "result.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")

@@ -89,12 +89,14 @@ def _policy(**kw):
 # ---------------------------------------------------------------------------------------------------------------
 
 def test_blocking_pairs_equal_brute_force():
-    """Candidate pairs = pairs sharing all fields of at least one key (no NULL field), blocks above the cap
-    skipped; checked against a pure-Python enumeration of all pairs."""
+    """Candidate pairs = pairs sharing all fields of at least one key (no NULL field); a block above the cap is
+    split by the key's refinement fields, one after the other, and gives no pairs when still above it at its last
+    level; checked against a pure-Python enumeration."""
     rep, ing, pts = _population(300)
     rep[5]["sex"] = "UNK"
     rep[7]["event_dt"] = ""
     rep[9]["reporter_country"] = ""
+    rep[11]["event_dt"] = rep[11]["event_dt"][:6]  # known to the month only
     con = _connect(rep, ing, pts)
     features.build_records(con)
     cap = 12
@@ -111,29 +113,40 @@ def test_blocking_pairs_equal_brute_force():
     for r in rep:
         ev = r["event_dt"] or None
         recs[r["report_id"]] = {
-            "sex": r["sex"] if r["sex"] in ("M", "F") else None, "ev_y": ev[:4] if ev else None, "ev": ev,
+            "sex": r["sex"] if r["sex"] in ("M", "F") else None, "ev_y": ev[:4] if ev else None,
+            "ev_ym": ev[:6] if ev and len(ev) >= 6 else None, "ev_day": ev if ev and len(ev) == 8 else None,
             "sus1": min(sus[r["report_id"]]), "country": r["reporter_country"] or None, "mfr_num": None,
             "sus_h": tuple(sorted(sus[r["report_id"]])), "pts_h": tuple(sorted(ptset[r["report_id"]])),
-            "age": round(r["age_years"])}
-    keys = {"suspect_country_year": ("sus1", "country", "ev_y"),
-            "mfr_num": ("mfr_num",), "suspects_pts": ("sus_h", "pts_h"),
-            "suspects_year": ("sus_h", "ev_y"), "suspects_age": ("sus_h", "age"),
-            "suspects_sex_country": ("sus_h", "sex", "country")}
+            "age": round(r["age_years"]), "rcv_y": r["init_fda_dt"].year, "rcv_m": r["init_fda_dt"].month}
+    keys = {"suspect_country_year": (("sus1", "country", "ev_y"), ("ev_ym", "ev_day")),
+            "mfr_num": (("mfr_num",), ()), "suspects_pts": (("sus_h", "pts_h"), ("ev_y", "ev_ym")),
+            "suspects_year": (("sus_h", "ev_y"), ("ev_ym", "ev_day")),
+            "suspects_age": (("sus_h", "age"), ("sex", "ev_y")),
+            "suspects_sex_country": (("sus_h", "sex", "country"), ("rcv_y", "rcv_m"))}
     assert set(keys) == set(blocking.BLOCKS)
-    want = set()
-    for name, fields in keys.items():
+
+    def split(members, fields, refine):
+        """Pairs of one key among ``members``: blocks on ``fields``, oversized ones split by ``refine``."""
         blocks = {}
-        for rid, r in recs.items():
-            k = tuple(r[f] for f in fields)
+        for rid in members:
+            k = tuple(recs[rid][f] for f in fields)
             if None not in k:
                 blocks.setdefault(k, []).append(rid)
-        n_pairs = 0
-        for members in blocks.values():
-            if len(members) <= cap:
-                pairs = set(itertools.combinations(sorted(members), 2))
-                want |= pairs
-                n_pairs += len(pairs)
-        assert s["pairs_by_block"][name] == n_pairs, name
+        out = set()
+        for m in blocks.values():
+            if len(m) <= cap:
+                out |= set(itertools.combinations(sorted(m), 2))
+            elif refine:
+                out |= split(m, fields + refine[:1], refine[1:])
+        return out
+
+    want, refined_any = set(), False
+    for name, (fields, refine) in keys.items():
+        pairs = split(list(recs), fields, refine)
+        want |= pairs
+        assert s["pairs_by_block"][name] == len(pairs), name
+        refined_any |= s["refined_values"][name] > 0
+    assert refined_any  # the cap is small enough that some block was split
     assert got == want and s["pairs"] == len(want)
     # the planted duplicates are all candidates
     assert all((1000 + 2 * k, 1001 + 2 * k) in got for k in range(40))
@@ -212,6 +225,35 @@ def test_missing_value_weighs_nothing():
     rest_missing = w_missing[(1000, 1001)][0] - lam(s2)
     assert rest_missing == pytest.approx(rest_full, abs=0.05)
     assert w_missing[(1000, 1001)][1] > 0.95
+
+
+def test_em_fits_u_inside_training_blocks_where_non_matches_agree_more():
+    """Training pairs share their block, so unrelated pairs there agree on a correlated field (a drug's company)
+    far more often than random pairs do. Expected pattern counts of a known mixture (2 % matches, five binary
+    comparisons, the fifth agreeing in 80 % of the block's non-matches against 5 % among random pairs): with u
+    fitted in the block EM recovers lambda and m; held at the random-pair u, the match class swallows the
+    non-matches and m collapses towards u (what happened at 3 M reports)."""
+    from pipeline.curate.linkage import em
+
+    k, n_pairs, lam = 5, 200_000, 0.02
+    m_true = [np.array([0.05, 0.95])] * k
+    u_block = [np.array([0.9, 0.1])] * (k - 1) + [np.array([0.2, 0.8])]
+    u_random = [np.array([0.9, 0.1])] * (k - 1) + [np.array([0.95, 0.05])]
+    G, c = [], []
+    for g in itertools.product((0, 1), repeat=k):
+        pm = math.prod(m_true[j][g[j]] for j in range(k))
+        pu = math.prod(u_block[j][g[j]] for j in range(k))
+        G.append(g)
+        c.append(round(n_pairs * (lam * pm + (1 - lam) * pu)))
+    G, c = np.array(G), np.array(c)
+    start = [np.array([0.3, 0.7])] * k
+    fitted = em.estimate_m(G, c, [2] * k, u_random, [True] * k, start, max_iter=200, fit_u=True)
+    assert fitted["converged"] and fitted["lambda"] == pytest.approx(lam, rel=0.01)
+    for j in range(k):
+        assert fitted["m"][j] == pytest.approx(m_true[j], abs=0.005)
+    assert fitted["u"][k - 1] == pytest.approx(u_block[k - 1], abs=0.005)
+    held = em.estimate_m(G, c, [2] * k, u_random, [True] * k, start, max_iter=200, fit_u=False)
+    assert held["lambda"] > 0.5 and held["m"][0][1] < 0.2
 
 
 def test_set_levels_equal_list_intersections():

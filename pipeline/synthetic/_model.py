@@ -394,9 +394,11 @@ class Model:
                         if mfr[b] == mfr[src_pos[b]]:
                             mfr[b] = (mfr[b] + 1) % len(cat.MFR)
             rv, rp = cat.probs(cat.REPT)
+            rng.integers(0, 10**6, n_new)  # the former control-number draw: kept, so every later draw is unchanged
             cases = {
                 "caseid": caseid.astype(np.int64), "content": case_content, "mfr": mfr.astype(np.int16),
-                "mfr_seq": rng.integers(0, 10**6, n_new), "occp": _choice(rng, n_new, cat.probs(cat.OCCP_FAERS)[1]),
+                # a company's control number is unique to its case (random ones collided at millions of cases)
+                "mfr_seq": caseid.astype(np.int64), "occp": _choice(rng, n_new, cat.probs(cat.OCCP_FAERS)[1]),
                 "rept": _choice(rng, n_new, rp), "lit": rng.random(n_new) < 0.02, "init_fda": init_fda,
                 "birth": np.full(n_new, qi, np.int32), "clone": is_clone,
                 "src_case": np.where(is_clone, src_pos + n_case, -1),

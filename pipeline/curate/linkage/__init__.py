@@ -97,7 +97,8 @@ def link(con, policy, rule_edges: np.ndarray) -> tuple[np.ndarray, dict]:
         active = [k not in blocked for k in names]
         if n_pairs:
             sessions[tname] = {"pairs": int(n_pairs), "active": [k for k, a in zip(names, active) if a],
-                               **em.estimate_m(G, c, levels, u, active, m0, max_iter=policy.em_max_iterations)}
+                               **em.estimate_m(G, c, levels, u, active, m0, max_iter=policy.em_max_iterations,
+                                               fit_u=True)}
     m = []
     for k, name in enumerate(names):
         got = [s["m"][k] for s in sessions.values() if name in s["active"]]

@@ -45,7 +45,8 @@ def _floor(p: np.ndarray) -> np.ndarray:
 
 
 def estimate_m(patterns: np.ndarray, counts: np.ndarray, n_levels: list[int], u: list, active: list[bool],
-               m_init: list, lam_init: float = 0.05, max_iter: int = 60, tol: float = 1e-6) -> dict:
+               m_init: list, lam_init: float = 0.05, max_iter: int = 60, tol: float = 1e-6,
+               fit_u: bool = False) -> dict:
     """EM for the match share and the ``m`` probabilities of a two-class mixture, ``u`` held fixed.
 
     Parameters
@@ -64,12 +65,19 @@ def estimate_m(patterns: np.ndarray, counts: np.ndarray, n_levels: list[int], u:
         agreement says nothing about match status within these pairs).
     m_init, lam_init, max_iter, tol
         Start values; stop after ``max_iter`` iterations or when no parameter moves more than ``tol``.
+    fit_u : bool
+        Also estimate ``u`` among these pairs (starting from ``u``), as Winkler's EM does. Training pairs share
+        their blocking fields, and unrelated reports that share a drug and its events also tend to share a
+        country, a sender or a year: with ``u`` held at its value among random pairs, that agreement is credited
+        to the match class, which then swallows the non-matches and ``m`` drifts towards ``u`` (at millions of
+        reports no pair could be linked any more). The fitted ``u`` is used only here; weights use the random-pair
+        ``u``.
 
     Returns
     -------
     dict
         ``lambda`` (match share among these pairs), ``m`` (list per comparison; inactive ones = ``m_init``),
-        ``iterations``, ``converged``.
+        ``u`` (as fitted, or as given), ``iterations``, ``converged``.
 
     References
     ----------
@@ -81,6 +89,7 @@ def estimate_m(patterns: np.ndarray, counts: np.ndarray, n_levels: list[int], u:
     c = np.asarray(counts, dtype=np.float64)
     oh = _onehot(G, n_levels)
     m = [np.asarray(x, np.float64) / np.sum(x) for x in m_init]
+    u = [np.asarray(x, np.float64) / np.sum(x) for x in u]
     lam = float(lam_init)
     it, converged = 0, False
     for it in range(1, max_iter + 1):
@@ -88,12 +97,16 @@ def estimate_m(patterns: np.ndarray, counts: np.ndarray, n_levels: list[int], u:
         new_lam = float(np.clip(wm.sum() / c.sum(), 1e-9, 1 - 1e-9))
         new_m = [((oh[k] * wm[:, None]).sum(0) + _EPS) if active[k] else m[k] for k in range(len(n_levels))]
         new_m = [_floor(x / x.sum()) for x in new_m]
+        if fit_u:
+            wu = c - wm
+            new_u = [(oh[k] * wu[:, None]).sum(0) + _EPS if active[k] else u[k] for k in range(len(n_levels))]
+            u = [_floor(x / x.sum()) for x in new_u]
         delta = max([abs(new_lam - lam)] + [float(np.abs(a - b).max()) for a, b in zip(new_m, m)])
         lam, m = new_lam, new_m
         if delta < tol:
             converged = True
             break
-    return {"lambda": lam, "m": m, "iterations": it, "converged": converged}
+    return {"lambda": lam, "m": m, "u": u, "iterations": it, "converged": converged}
 
 
 def estimate_lambda(patterns: np.ndarray, counts: np.ndarray, n_levels: list[int], m: list, u: list,
