@@ -97,6 +97,13 @@ def test_blocking_pairs_equal_brute_force():
     rep[7]["event_dt"] = ""
     rep[9]["reporter_country"] = ""
     rep[11]["event_dt"] = rep[11]["event_dt"][:6]  # known to the month only
+    # 30 reports of one drug alone, one age, one sex and one year: too many for every level of the age key
+    crowd = {1100 + i for i in range(30)}
+    for r in rep:
+        if r["report_id"] in crowd:
+            r.update(age_years=50.0, sex="M", event_dt="2016" + r["event_dt"][4:])
+    ing[:] = [r for r in ing if r["report_id"] not in crowd] + [
+        {"report_id": rid, "ingredient": "DRUG00", "role_cod": "PS"} for rid in sorted(crowd)]
     con = _connect(rep, ing, pts)
     features.build_records(con)
     cap = 12
@@ -125,28 +132,47 @@ def test_blocking_pairs_equal_brute_force():
             "suspects_sex_country": (("sus_h", "sex", "country"), ("rcv_y", "rcv_m"))}
     assert set(keys) == set(blocking.BLOCKS)
 
-    def split(members, fields, refine):
-        """Pairs of one key among ``members``: blocks on ``fields``, oversized ones split by ``refine``."""
+    def split(members, fields, refine, lost):
+        """Pairs of one key among ``members``: blocks on ``fields``, oversized ones split by ``refine``; ``lost``
+        collects the reports of an oversized block that no finer level places in a block within the cap."""
         blocks = {}
         for rid in members:
             k = tuple(recs[rid][f] for f in fields)
             if None not in k:
                 blocks.setdefault(k, []).append(rid)
+            else:
+                lost.add(rid)  # in an oversized block, without the refinement field
         out = set()
         for m in blocks.values():
             if len(m) <= cap:
                 out |= set(itertools.combinations(sorted(m), 2))
             elif refine:
-                out |= split(m, fields + refine[:1], refine[1:])
+                out |= split(m, fields + refine[:1], refine[1:], lost)
+            else:
+                lost.update(m)
         return out
 
     want, refined_any = set(), False
     for name, (fields, refine) in keys.items():
-        pairs = split(list(recs), fields, refine)
+        lost = set()
+        blocks0 = {}
+        for rid in recs:
+            k = tuple(recs[rid][f] for f in fields)
+            if None not in k:
+                blocks0.setdefault(k, []).append(rid)
+        pairs = set()
+        for m in blocks0.values():
+            if len(m) <= cap:
+                pairs |= set(itertools.combinations(sorted(m), 2))
+            elif refine:
+                pairs |= split(m, fields + refine[:1], refine[1:], lost)
+            else:
+                lost.update(m)
         want |= pairs
         assert s["pairs_by_block"][name] == len(pairs), name
+        assert s["oversized_reports"][name] == len(lost), name
         refined_any |= s["refined_values"][name] > 0
-    assert refined_any  # the cap is small enough that some block was split
+    assert refined_any and sum(s["oversized_reports"].values())  # the cap is small enough to split and to lose
     assert got == want and s["pairs"] == len(want)
     # the planted duplicates are all candidates
     assert all((1000 + 2 * k, 1001 + 2 * k) in got for k in range(40))

@@ -97,13 +97,14 @@ def candidate_pairs(con, max_block_size: int) -> dict:
     joins = " ".join(f"LEFT JOIN lk_bn{i}_{lvl} n{i}_{lvl} ON n{i}_{lvl}.k = b.k{i}_{lvl}" for i, lvl in sizes)
     # reports in a block above the cap at every level they reach: lost to that key
     lost = ", ".join(
-        "count(*) FILTER (" + " OR ".join(
+        "coalesce(" + " OR ".join(
             " AND ".join([f"n{i}_{j}.n > {cap}" for j in range(lvl + 1)] +
                          ([f"n{i}_{lvl + 1}.n IS NULL"] if lvl + 1 < len(lv) else []))
-            for lvl in range(len(lv))) + f") AS lost{i}"
+            for lvl in range(len(lv))) + f", false) AS lost{i}"
         for i, lv in enumerate(levels))
-    con.execute(f"CREATE OR REPLACE TEMP TABLE lk_bk AS SELECT b.report_id, {keep} FROM lk_bk0 b {joins}")
-    lost_n = con.execute(f"SELECT {lost} FROM lk_bk0 b {joins}").fetchall()[0]
+    con.execute(f"CREATE OR REPLACE TEMP TABLE lk_bk AS SELECT b.report_id, {keep}, {lost} FROM lk_bk0 b {joins}")
+    lost_n = con.execute(f"SELECT {', '.join(f'count(*) FILTER (lost{i})' for i in range(len(names)))} "
+                         "FROM lk_bk").fetchall()[0]
     for i, name in enumerate(names):
         refined = sum(con.execute(f"SELECT count(*) FROM lk_bn{i}_{lvl} WHERE n > {cap}").fetchall()[0][0]
                       for lvl in range(len(levels[i]) - 1))
