@@ -450,6 +450,20 @@ def test_pairwise_precision_recall_rules_vs_linkage(tmp_path, capsys):
               f"({r['rules']['true_pairs']} true pairs)")
     assert r["rules"]["recall"] < 0.5
     assert r["linkage"]["precision"] >= 0.99 and r["linkage"]["recall"] >= 0.9
+    # the history bench's scoring (Arrow filters, 22 M reports at full scale) = plain Python over the same table
+    from bench.bench_history import _duplicate_scores
+
+    dd = DataDir.of(tmp_path / "eval" / "data")
+    truth = json.loads((tmp_path / "eval" / "mirror" / "truth.json").read_text())["cases"]["patient_groups"]
+    rows = pq.read_table(dd.curated / "reports.parquet").to_pylist()
+    ids = {x["report_id"] for x in rows if x["has_drug"] and x["has_pt"]}
+    found = {}
+    for x in rows:
+        if x["report_id"] in ids and x["dup_group_id"] is not None:
+            found.setdefault(x["dup_group_id"], []).append(x["report_id"])
+    want = pairwise(list(found.values()), [[x for x in g if x in ids] for g in truth])
+    assert _duplicate_scores(dd, truth) == want
+    assert want["found_pairs"] == r["linkage"]["found_pairs"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
