@@ -34,7 +34,9 @@ FUNNEL_SCHEMA = pa.schema([("step", pa.int64()), ("stage", DICT_STRING), ("name"
 def connect(config, data_dir: DataDir) -> duckdb.DuckDBPyConnection:
     """The report's DuckDB connection, with the configured memory limit, threads and spill folder."""
     resources = getattr(config, "resources", None)
-    duck.configure(resources, data_dir)  # the 2x2 counting opens its own connection with the same limits
+    # the report's counting runs in this connection; a library function that opens its own (stats.count_pairs
+    # on Arrow inputs) follows the same limits
+    duck.configure(resources, data_dir)
     return duck.open_connection(resources, data_dir, label="signals")
 
 
@@ -70,10 +72,6 @@ class Population:
     def all_events(self) -> str:
         """SQL of ``(report_id, event)``: PTs and PT groups."""
         return f"SELECT report_id, event FROM {self.events} UNION ALL SELECT report_id, event FROM {self.group_events}"
-
-    def arrow(self, sql: str) -> pa.Table:
-        """The result of ``sql`` (over these relations) as an Arrow table."""
-        return self.con.sql(sql).to_arrow_table()
 
 
 def register_population(con, cur: Path, config, params: dict) -> Population:
@@ -152,36 +150,40 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-def count_in_population(exposures: pa.Table, events: pa.Table, n_total: int) -> pa.Table:
-    """``stats.count_pairs`` with the universe = the analysis population (``n_total`` reports, every one with a PT)."""
-    from pipeline.stats import count_pairs
+def count_in_population(pop: Population, exposures: str, events: str) -> pa.Table:
+    """``stats.count_pairs`` on relations of ``pop.con`` with the universe = the analysis population (``n_total``
+    reports, every one with a PT); only the per-pair counts leave DuckDB."""
+    from pipeline.stats.counting_sql import count_pairs_in
 
-    return count_pairs(exposures, events, n_total=n_total)
+    return count_pairs_in(pop.con, exposures, events, n_total=pop.n_total)
 
 
 @dataclass(frozen=True)
 class Background:
-    """Every ingredient x PT pair with a >= 1 (``counts``) and the report-level rows it was counted from."""
+    """Every ingredient x PT pair with a >= 1 (``counts``) and the relations of ``con`` it was counted from
+    (``exposures``: report_id, drug; ``events``: report_id, event)."""
 
-    exposures: pa.Table
-    events: pa.Table
+    con: duckdb.DuckDBPyConnection
+    exposures: str
+    events: str
     counts: pa.Table
 
 
 def background(pop: Population, params: dict) -> Background:
     """The background counts. Raises PipelineError when the population has no ingredient x PT pair."""
-    exposures = pop.arrow(f"SELECT report_id, drug FROM {pop.background_exposures}")
-    events = pop.arrow(f"SELECT report_id, event FROM {pop.events}")
-    counts = count_in_population(exposures, events, pop.n_total)
+    exposures = f"SELECT report_id, drug FROM {pop.background_exposures}"
+    events = f"SELECT report_id, event FROM {pop.events}"
+    counts = count_in_population(pop, exposures, events)
     if counts.num_rows == 0:
         raise PipelineError("signals: no ingredient x PT pair in the analysis population "
                             f"(roles {'+'.join(params['roles'])})")
-    return Background(exposures=exposures, events=events, counts=counts)
+    return Background(con=pop.con, exposures=exposures, events=events, counts=counts)
 
 
 def mgps_strata(pop: Population, cur: Path, config, params: dict) -> dict:
-    """The MGPS strata of the analysis population (``[mgps] strata``): ``columns`` and a ``table`` of
-    (report_id, stratum); none with the zero-inclusive likelihood, whose zero cells come from crude margins."""
+    """The MGPS strata of the analysis population (``[mgps] strata``): ``columns`` and a ``relation``, the SQL of
+    (report_id, stratum) over ``pop.con``; none with the zero-inclusive likelihood, whose zero cells come from
+    crude margins."""
     cols = list(config.mgps_strata)
     if not cols:
         return {"columns": [], "note": "[mgps] strata = [] (unstratified)"}
@@ -196,18 +198,18 @@ def mgps_strata(pop: Population, cur: Path, config, params: dict) -> dict:
     start = params.get("from_quarter")
     where_from = f" AND first_quarter >= {sql_str(start)}" if start else ""
     key = " || '|' || ".join(f"coalesce(CAST({c} AS VARCHAR), '?')" for c in cols)
-    table = pop.arrow(f"""SELECT report_id, {key} AS stratum FROM read_parquet({sql_str(cur / 'reports.parquet')})
-                          WHERE in_analysis{where_from}""")
-    return {"columns": cols, "table": table,
+    # SQL, not rows: the counting reads it inside the connection (one row per report of the population)
+    relation = (f"SELECT report_id, {key} AS stratum FROM read_parquet({sql_str(cur / 'reports.parquet')}) "
+                f"WHERE in_analysis{where_from}")
+    return {"columns": cols, "relation": relation,
             "note": "E = sum over strata s of n_drug,s * n_event,s / n_total,s (a missing value is its own stratum)"}
 
 
 def focus_counts(pop: Population, params: dict, strata: dict) -> pd.DataFrame:
     """Counts for the full focus grid: every focus substance x every PT and every PT group (a = 0 included),
     with the stratified ``expected`` when ``strata`` has columns."""
-    exp = pop.arrow(f"SELECT report_id, drug FROM {pop.focus_exposures}")
-    events = pop.arrow(pop.all_events())
-    pairs = count_in_population(exp, events, pop.n_total).to_pandas()[["drug", "event", "a"]]
+    exposures = f"SELECT report_id, drug FROM {pop.focus_exposures}"
+    pairs = count_in_population(pop, exposures, pop.all_events()).to_pandas()[["drug", "event", "a"]]
     n_drug = dict(pop.con.execute(f"SELECT drug, count(*) FROM {pop.focus_exposures} GROUP BY 1").fetchall())
     n_event = pop.con.sql(f"""SELECT event, count(*)::BIGINT AS n_event FROM {pop.events} GROUP BY 1
                               UNION ALL SELECT event, count(*)::BIGINT FROM {pop.group_events} GROUP BY 1""").df()
@@ -222,11 +224,10 @@ def focus_counts(pop: Population, params: dict, strata: dict) -> pd.DataFrame:
     grid["n_total"] = np.int64(pop.n_total)
     grid = grid[["drug", "event", "a", "n_drug", "n_event", "n_total"]]
     if strata["columns"]:
-        from pipeline.stats.counting import stratified_expected_counts
+        from pipeline.stats.counting_sql import stratified_expected_counts_in
 
-        fexp = pop.arrow(f"SELECT report_id, drug FROM {pop.focus_exposures}")
-        fev = pop.arrow(pop.all_events())
-        grid["expected"] = stratified_expected_counts(fexp, fev, strata["table"], grid)[0]
+        grid["expected"] = stratified_expected_counts_in(pop.con, exposures, pop.all_events(), strata["relation"],
+                                                         grid)[0]
     return grid
 
 

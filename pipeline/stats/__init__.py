@@ -3,6 +3,7 @@
 Public API (docs/CONTRACTS.md, "Statistics")::
 
     count_pairs(exposures, events, *, n_total=None)            -> pa.Table  (report-level int64 margins)
+    count_pairs_in(con, exposures, events, *, n_total=None)    -> pa.Table  (the same on relations of ``con``)
     disproportionality(counts, *, confidence_level=0.95, thresholds=None, mgps_likelihood="openebgm",
                        mgps_fit=None, haldane=False)            -> (DataFrame, MgpsFit)
     fit_mgps(counts, likelihood="openebgm")                     -> MgpsFit
@@ -23,6 +24,7 @@ from pipeline.lazy import lazy_getattr
 _NAMES = {
     "COUNT_COLUMNS": "counting", "count_pairs": "counting", "count_rows": "counting",
     "stratified_expected": "counting", "stratified_expected_counts": "counting",
+    "count_pairs_in": "counting_sql", "stratified_expected_counts_in": "counting_sql",
     "OUTPUT_COLUMNS": "engine", "Thresholds": "rules", "disproportionality": "engine", "validate_counts": "engine",
     "LIKELIHOODS": "mgps", "MgpsFit": "mgps", "fit_mgps": "mgps", "posterior": "mgps",
 }

@@ -1,12 +1,12 @@
 """Report-level 2×2 counting with DuckDB (exact int64, long format, never a dense drug × event matrix).
 
 A report counts once per drug, once per event and once per (drug, event) pair, however many rows name them.
+The functions here take pandas or Arrow inputs: they register them in a connection of their own and run the
+counting SQL of :mod:`pipeline.stats.counting_sql`, which a caller that already holds its rows in DuckDB (the
+report layer) calls directly on its connection.
 """
 
 from __future__ import annotations
-
-import json
-import logging
 
 import duckdb
 import pandas as pd
@@ -15,13 +15,11 @@ import pyarrow as pa
 from pipeline import duck
 from pipeline.errors import PipelineError
 
-log = logging.getLogger(__name__)
+from .counting_sql import (COUNT_COLUMNS, MIN_STRATUM_REPORTS, count_pairs_in, stratified_expected_counts_in,
+                           stratified_expected_in)
 
 __all__ = ["count_pairs", "count_rows", "stratified_expected", "stratified_expected_counts", "MIN_STRATUM_REPORTS",
            "COUNT_COLUMNS"]
-
-COUNT_COLUMNS = ("drug", "event", "a", "n_drug", "n_event", "n_total")
-MIN_STRATUM_REPORTS = 50
 
 
 def _connect() -> duckdb.DuckDBPyConnection:
@@ -42,11 +40,18 @@ def _as_arrow(x, name: str, needed: tuple[str, ...]) -> pa.Table:
     return t.select(list(needed))
 
 
-def _register(con, exposures, events, strata=None, strata_cols=()):
-    con.register("exp_in", _as_arrow(exposures, "exposures", ("report_id", "drug")))
-    con.register("evt_in", _as_arrow(events, "events", ("report_id", "event")))
-    if strata is not None:
-        con.register("str_in", _as_arrow(strata, "strata", ("report_id", *strata_cols)))
+def _put(con, name: str, x, label: str, needed: tuple[str, ...]) -> str:
+    """Register ``x`` (checked by :func:`_as_arrow`) in ``con`` as ``name``; return the name."""
+    con.register(name, _as_arrow(x, label, needed))
+    return name
+
+
+def _strata_cols(strata, strata_cols) -> tuple[str, ...]:
+    """The stratum columns: as given, else every column of ``strata`` but ``report_id``."""
+    if strata is None or strata_cols:
+        return tuple(strata_cols or ())
+    names = strata.column_names if isinstance(strata, pa.Table) else strata.columns
+    return tuple(c for c in names if c != "report_id")
 
 
 def count_pairs(exposures, events, *, n_total: int | None = None, strata=None,
@@ -84,81 +89,21 @@ def count_pairs(exposures, events, *, n_total: int | None = None, strata=None,
     Canida T, Ihrie J. openEBGM: An R implementation of the Gamma-Poisson Shrinker data mining model. R J
     2017;9:499-519 (``processRaw``: unique report ids per pair and margin; stratified E).
     """
+    strata_cols = _strata_cols(strata, strata_cols)
     con = _connect()
-    strata_cols = tuple(strata_cols or ())
-    if strata is not None and not strata_cols:
-        strata_cols = tuple(c for c in (strata.column_names if isinstance(strata, pa.Table) else strata.columns)
-                            if c != "report_id")
-    if rows is not None:
-        con.register("rows_in", _as_arrow(rows, "rows", ("report_id", "drug", "event")))
-        if strata is not None:
-            con.register("str_in", _as_arrow(strata, "strata", ("report_id", *strata_cols)))
-        con.execute("""
-            CREATE TEMP TABLE r AS SELECT DISTINCT report_id, CAST(drug AS VARCHAR) AS drug,
-                CAST(event AS VARCHAR) AS event FROM rows_in WHERE drug IS NOT NULL AND event IS NOT NULL;
-            CREATE TEMP TABLE e AS SELECT DISTINCT report_id, drug FROM r;
-            CREATE TEMP TABLE v AS SELECT DISTINCT report_id, event FROM r;
-        """)
-        total = con.execute("SELECT count(DISTINCT report_id) FROM r").fetchall()[0][0]
-    else:
-        _register(con, exposures, events, strata, strata_cols)
-    if rows is not None:
-        pass
-    elif n_total is None:
-        con.execute("""
-            CREATE TEMP TABLE e AS SELECT DISTINCT report_id, CAST(drug AS VARCHAR) AS drug FROM exp_in
-                WHERE drug IS NOT NULL AND report_id IN (SELECT report_id FROM evt_in WHERE event IS NOT NULL);
-            CREATE TEMP TABLE v AS SELECT DISTINCT report_id, CAST(event AS VARCHAR) AS event FROM evt_in
-                WHERE event IS NOT NULL AND report_id IN (SELECT report_id FROM e);
-        """)
-        total = con.execute("SELECT count(DISTINCT report_id) FROM e").fetchall()[0][0]
-    else:
-        con.execute("""
-            CREATE TEMP TABLE e AS SELECT DISTINCT report_id, CAST(drug AS VARCHAR) AS drug FROM exp_in
-                WHERE drug IS NOT NULL;
-            CREATE TEMP TABLE v AS SELECT DISTINCT report_id, CAST(event AS VARCHAR) AS event FROM evt_in
-                WHERE event IS NOT NULL;
-        """)
-        total = int(n_total)
-        if total < 0:
-            raise PipelineError(f"n_total must be non-negative, got {total}")
-    con.execute("""
-        CREATE TEMP TABLE nd AS SELECT drug, count(*)::BIGINT AS n_drug FROM e GROUP BY drug;
-        CREATE TEMP TABLE ne AS SELECT event, count(*)::BIGINT AS n_event FROM v GROUP BY event;
-    """)
-    if rows is not None:  # pairs as the rows give them (openEBGM processRaw, pvda)
-        con.execute("CREATE TEMP TABLE p AS SELECT drug, event, count(*)::BIGINT AS a FROM r GROUP BY drug, event")
-    else:  # every drug of a report with every event of the report
-        con.execute("""CREATE TEMP TABLE p AS SELECT e.drug, v.event, count(*)::BIGINT AS a
-                       FROM e JOIN v USING (report_id) GROUP BY e.drug, v.event""")
-    if n_total is not None:
-        worst = con.execute(f"""SELECT greatest((SELECT max(n_drug) FROM nd), (SELECT max(n_event) FROM ne),
-                                (SELECT count(DISTINCT report_id) FROM e))""").fetchall()[0][0]
-        if worst is not None and worst > total:
-            raise PipelineError(f"n_total={total} is smaller than a margin or the number of exposed reports "
-                                f"({worst})")
-    sql = f"""
-        SELECT p.drug, p.event, p.a, nd.n_drug, ne.n_event, {total}::BIGINT AS n_total
-        FROM p JOIN nd USING (drug) JOIN ne USING (event)
-    """
-    warnings: list[str] = []
-    if strata is not None:
-        if n_total is not None:
-            raise PipelineError("strata need the universe from the data (leave n_total unset)")
-        sql, warnings = _stratified_sql(con, sql, strata_cols)
-    table = con.sql(sql + " ORDER BY 1, 2").to_arrow_table()
-    if n_total is not None and table.num_rows:
-        bad = con.execute(f"""SELECT count(*) FROM p JOIN nd USING (drug) JOIN ne USING (event)
-                              WHERE {total} - n_drug - n_event + a < 0""").fetchall()[0][0]
-        if bad:
-            raise PipelineError(f"n_total={total} is too small: {bad} pair(s) would have d < 0")
-    duck.close(con)
-    if warnings:
-        for w in warnings:
-            log.warning("%s", w)
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                               b"warnings": json.dumps(warnings).encode()})
-    return table
+    try:
+        if rows is not None:
+            exp_rel = evt_rel = None
+            rows_rel = _put(con, "rows_in", rows, "rows", ("report_id", "drug", "event"))
+        else:
+            exp_rel = _put(con, "exp_in", exposures, "exposures", ("report_id", "drug"))
+            evt_rel = _put(con, "evt_in", events, "events", ("report_id", "event"))
+            rows_rel = None
+        str_rel = None if strata is None else _put(con, "str_in", strata, "strata", ("report_id", *strata_cols))
+        return count_pairs_in(con, exp_rel, evt_rel, n_total=n_total, strata=str_rel, strata_cols=strata_cols,
+                              rows=rows_rel)
+    finally:
+        duck.close(con)
 
 
 def count_rows(rows, *, strata=None, strata_cols=None) -> pa.Table:
@@ -223,72 +168,25 @@ def _count_rows_numpy(t: pa.Table) -> pa.Table | None:
                      "n_total": pa.array(np.full(len(a), n_total, dtype=np.int64))})
 
 
-def _stratified_sql(con, base_sql: str, cols: tuple[str, ...]) -> tuple[str, list[str]]:
-    if not cols:
-        raise PipelineError("strata: no stratum columns given")
-    key = " || '\x1f' || ".join(f"coalesce(CAST({c} AS VARCHAR), '')" for c in cols)
-    con.execute(f"CREATE TEMP TABLE s_all AS SELECT DISTINCT report_id, {key} AS s FROM str_in")
-    multi = con.execute("SELECT count(*) FROM (SELECT report_id FROM s_all GROUP BY report_id HAVING count(*) > 1)"
-                        ).fetchall()[0][0]
-    if multi:
-        raise PipelineError(f"strata: {multi} report(s) have more than one value of ({', '.join(cols)})")
-    missing = con.execute("SELECT count(DISTINCT report_id) FROM e WHERE report_id NOT IN "
-                          "(SELECT report_id FROM s_all)").fetchall()[0][0]
-    if missing:
-        raise PipelineError(f"strata: {missing} report(s) have no stratum")
-    con.execute("""
-        CREATE TEMP TABLE ns AS SELECT s, count(DISTINCT report_id)::BIGINT AS n_s
-            FROM e JOIN s_all USING (report_id) GROUP BY s;
-        CREATE TEMP TABLE nds AS SELECT drug, s, count(*)::BIGINT AS nd_s FROM e JOIN s_all USING (report_id)
-            GROUP BY drug, s;
-        CREATE TEMP TABLE nes AS SELECT event, s, count(*)::BIGINT AS ne_s FROM v JOIN s_all USING (report_id)
-            GROUP BY event, s;
-    """)
-    small = con.execute("SELECT s, n_s FROM ns WHERE n_s < ? ORDER BY s", [MIN_STRATUM_REPORTS]).fetchall()
-    warnings = [f"stratum {s.replace(chr(31), ' × ')!r} has {n} report(s) (< {MIN_STRATUM_REPORTS})"
-                for s, n in small]
-    sql = f"""
-        WITH base AS ({base_sql}),
-        se AS (
-            SELECT p.drug, p.event, sum(nds.nd_s::DOUBLE * nes.ne_s::DOUBLE / ns.n_s::DOUBLE) AS expected
-            FROM p JOIN nds ON nds.drug = p.drug JOIN nes ON nes.event = p.event AND nes.s = nds.s
-                   JOIN ns ON ns.s = nds.s
-            GROUP BY p.drug, p.event)
-        SELECT base.*, coalesce(se.expected, 0.0) AS expected,
-               base.n_drug::DOUBLE * base.n_event::DOUBLE / base.n_total::DOUBLE AS expected_unstratified
-        FROM base LEFT JOIN se USING (drug, event)
-    """
-    return sql, warnings
-
-
 def stratified_expected(exposures, events, strata, pairs, strata_cols=None) -> pd.DataFrame:
     """Stratified expected count for arbitrary (drug, event) pairs, including pairs never reported together.
 
     Same universe and conventions as :func:`count_pairs` with ``strata``. Returns ``pairs`` with a column
     ``expected``.
     """
+    strata_cols = _strata_cols(strata, None) if strata_cols is None else tuple(strata_cols)
     con = _connect()
-    if strata_cols is None:
-        strata_cols = [c for c in (strata.column_names if isinstance(strata, pa.Table) else strata.columns)
-                       if c != "report_id"]
-    _register(con, exposures, events, strata, tuple(strata_cols))
-    con.register("pairs_in", _as_arrow(pairs, "pairs", ("drug", "event")))
-    con.execute("""
-        CREATE TEMP TABLE e AS SELECT DISTINCT report_id, CAST(drug AS VARCHAR) AS drug FROM exp_in
-            WHERE report_id IN (SELECT report_id FROM evt_in);
-        CREATE TEMP TABLE v AS SELECT DISTINCT report_id, CAST(event AS VARCHAR) AS event FROM evt_in
-            WHERE report_id IN (SELECT report_id FROM e);
-        CREATE TEMP TABLE p AS SELECT DISTINCT CAST(drug AS VARCHAR) AS drug, CAST(event AS VARCHAR) AS event
-            FROM pairs_in;
-    """)
-    sql, _ = _stratified_sql(con, "SELECT drug, event, 1 AS n_drug, 1 AS n_event, 1 AS n_total FROM p",
-                             tuple(strata_cols))
-    out = con.sql(sql).df()[["drug", "event", "expected"]]
-    duck.close(con)
+    try:
+        out = stratified_expected_in(con, _put(con, "exp_in", exposures, "exposures", ("report_id", "drug")),
+                                     _put(con, "evt_in", events, "events", ("report_id", "event")),
+                                     _put(con, "str_in", strata, "strata", ("report_id", *strata_cols)),
+                                     _as_arrow(pairs, "pairs", ("drug", "event")), strata_cols)
+    finally:
+        duck.close(con)
     return pd.DataFrame(pairs)[["drug", "event"]].astype(str).merge(out, on=["drug", "event"], how="left")
 
 
-def stratified_expected_counts(exposures, events, strata, pairs, *, chunk: int = 200_000):
+def stratified_expected_counts(exposures, events, strata, pairs, *, chunk: int | None = None):
     """Stratified expected count E = Σ_s n_drug,s · n_event,s / n_total,s for given (drug, event) pairs.
 
     Unlike :func:`count_pairs` with ``strata`` the universe is given: ``strata`` has one row per report of the
@@ -296,7 +194,8 @@ def stratified_expected_counts(exposures, events, strata, pairs, *, chunk: int =
     not it names a drug or event of interest (the report layer's population). Margins n_drug,s and n_event,s
     count distinct reports of ``exposures`` (``report_id, drug``) and ``events`` (``report_id, event``) inside
     stratum s. Works for any pairs, including pairs never reported together (a = 0). Vectorised: per-drug and
-    per-event margin matrices over the strata, then a row-wise dot product in chunks.
+    per-event margin matrices over the strata, then a row-wise dot product in chunks (``chunk`` pairs;
+    default: :func:`pipeline.stats.counting_sql.stratified_expected_counts_in`'s memory bound).
 
     Returns
     -------
@@ -308,54 +207,15 @@ def stratified_expected_counts(exposures, events, strata, pairs, *, chunk: int =
     DuMouchel W. Am Stat 1999;53:177-190 (stratified expected counts).
     Canida T, Ihrie J. R J 2017;9:499-519 (openEBGM ``processRaw`` with strata).
     """
-    import numpy as np
-
     # margins are counted by DuckDB over the Arrow inputs: the report-level rows of a whole history (tens of
     # millions) never become Python objects
-    pr = pd.DataFrame(pairs)[["drug", "event"]] if not isinstance(pairs, pa.Table) else \
-        pairs.select(["drug", "event"]).to_pandas()
-    d_keys = pd.Index(pr["drug"].astype(str).unique())
-    e_keys = pd.Index(pr["event"].astype(str).unique())
+    pr = pairs.select(["drug", "event"]).to_pandas() if isinstance(pairs, pa.Table) else \
+        pd.DataFrame(pairs)[["drug", "event"]]
     con = _connect()
     try:
-        con.register("st_in", _as_arrow(strata, "strata", ("report_id", "stratum")))
-        # a missing stratum is a level of its own, spelled as str(None) like any other value
-        con.execute("CREATE TEMP TABLE st AS SELECT report_id, coalesce(CAST(stratum AS VARCHAR), 'None') AS stratum "
-                    "FROM st_in")
-        if con.execute("SELECT count(*) - count(DISTINCT report_id) FROM st").fetchone()[0]:
-            raise PipelineError("strata: a report has more than one stratum")
-        lv = con.execute("SELECT stratum, count(*)::BIGINT AS n FROM st GROUP BY 1 ORDER BY 1").df()
-        s_levels = pd.Index(lv["stratum"])
-        n_s = lv["n"].to_numpy(np.float64)
-
-        def margins(x, col, keys):
-            con.register("m_in", _as_arrow(x, col, ("report_id", col)))
-            con.register("m_keys", pa.table({"key": pa.array(list(keys), pa.string())}))
-            got = con.execute(f"""
-                SELECT x.key, s.stratum, count(*)::BIGINT AS n
-                FROM (SELECT DISTINCT report_id, CAST({col} AS VARCHAR) AS key FROM m_in
-                      WHERE CAST({col} AS VARCHAR) IN (SELECT key FROM m_keys)) x
-                LEFT JOIN st s USING (report_id) GROUP BY ALL""").df()
-            for t in ("m_in", "m_keys"):
-                con.unregister(t)
-            outside = int(got.loc[got["stratum"].isna(), "n"].sum())  # st has no null stratum: no such report
-            if outside:
-                raise PipelineError(f"strata: {outside} {col} row(s) of reports outside the population")
-            flat = keys.get_indexer(got["key"]).astype(np.int64) * len(s_levels) \
-                + s_levels.get_indexer(got["stratum"])
-            return np.bincount(flat, weights=got["n"].to_numpy(np.float64),
-                               minlength=len(keys) * len(s_levels)).reshape(len(keys), len(s_levels))
-
-        nd = margins(exposures, "drug", d_keys) / n_s  # n_drug,s / n_total,s
-        ne = margins(events, "event", e_keys)
+        str_rel = _put(con, "str_in", strata, "strata", ("report_id", "stratum"))
+        return stratified_expected_counts_in(con, _put(con, "exp_in", exposures, "drug", ("report_id", "drug")),
+                                             _put(con, "evt_in", events, "event", ("report_id", "event")),
+                                             str_rel, pr, chunk=chunk)
     finally:
         duck.close(con)
-    di = d_keys.get_indexer(pr["drug"].astype(str))
-    ei = e_keys.get_indexer(pr["event"].astype(str))
-    out = np.empty(len(pr))
-    for lo in range(0, len(pr), chunk):
-        hi = min(lo + chunk, len(pr))
-        out[lo:hi] = np.einsum("ij,ij->i", nd[di[lo:hi]], ne[ei[lo:hi]])
-    small = [(str(lv), int(n)) for lv, n in zip(s_levels, n_s) if n < MIN_STRATUM_REPORTS]
-    return out, {"n_strata": int(len(s_levels)), "small_strata": len(small),
-                 "smallest": sorted(small, key=lambda t: t[1])[:5]}

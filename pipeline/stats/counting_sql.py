@@ -1,0 +1,292 @@
+"""Report-level 2×2 counting inside a caller's DuckDB connection, on relations it already holds.
+
+The one implementation of the counting SQL: :mod:`pipeline.stats.counting` registers Arrow/pandas inputs in a
+fresh connection and calls these functions; the report layer calls them on the analysis population's own
+relations, so the report-level rows stay in DuckDB (within its ``memory_limit``, spilling to its
+``temp_directory``) and only the per-(drug, event) result comes back into Python.
+
+A relation argument is a table or view name of the connection, or a ``SELECT`` statement over them. The
+intermediate tables of a call are temporary tables with a name of their own, dropped when the call returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import uuid
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["count_pairs_in", "stratified_expected_in", "stratified_expected_counts_in", "MIN_STRATUM_REPORTS",
+           "COUNT_COLUMNS"]
+
+COUNT_COLUMNS = ("drug", "event", "a", "n_drug", "n_event", "n_total")
+MIN_STRATUM_REPORTS = 50
+#: bytes of one gathered pairs × strata matrix per step of the stratified E's dot product
+GATHER_BYTES = 32 * 2**20
+
+_QUERY = re.compile(r"^\s*((select|with|from|values)\b|\()", re.IGNORECASE)
+
+
+def _rel(relation: str) -> str:
+    """``relation`` usable after FROM: a name as is, a statement as a subquery."""
+    return f"({relation})" if _QUERY.match(relation) else relation
+
+
+class _Scratch:
+    """The intermediate tables of one call in the caller's connection.
+
+    ``s.create("e", sql)`` makes the temporary table ``s.e``; names carry a random prefix so that they never meet
+    the caller's relations or another call's, and every table (and registered input) is dropped on exit.
+    """
+
+    def __init__(self, con):
+        self.con = con
+        self._prefix = f"cnt_{uuid.uuid4().hex[:10]}_"
+        self._tables: list[str] = []
+        self._views: list[str] = []
+
+    def __getattr__(self, name: str) -> str:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._prefix + name
+
+    def create(self, name: str, sql: str) -> str:
+        self._tables.append(self._prefix + name)
+        self.con.execute(f"CREATE TEMP TABLE {self._prefix + name} AS {sql}")
+        return self._prefix + name
+
+    def register(self, name: str, table: pa.Table) -> str:
+        self._views.append(self._prefix + name)
+        self.con.register(self._prefix + name, table)
+        return self._prefix + name
+
+    def __enter__(self) -> _Scratch:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # after a failure (out of memory, say) the drops may fail too: the first error is the one to report
+        with contextlib.suppress(Exception) if exc_type is not None else contextlib.nullcontext():
+            for t in reversed(self._tables):
+                self.con.execute(f"DROP TABLE IF EXISTS {t}")
+            for v in self._views:
+                self.con.unregister(v)
+
+
+def count_pairs_in(con, exposures: str | None, events: str | None, *, n_total: int | None = None,
+                   strata: str | None = None, strata_cols: tuple[str, ...] = (), rows: str | None = None
+                   ) -> pa.Table:
+    """:func:`pipeline.stats.count_pairs` on relations of ``con``.
+
+    Parameters
+    ----------
+    con : duckdb.DuckDBPyConnection
+        The connection holding the relations; the counting runs within its memory limit.
+    exposures, events : str
+        Relations with ``report_id, drug`` and ``report_id, event`` (None for both when ``rows`` is given).
+    n_total : int, optional
+        Size of the analysis population (margins counted on the relations as given); default: the reports with
+        ≥ 1 drug and ≥ 1 event.
+    strata : str, optional
+        Relation with ``report_id`` and the ``strata_cols``: adds ``expected`` and ``expected_unstratified``.
+    strata_cols : tuple of str
+        The stratum columns of ``strata``.
+    rows : str, optional
+        Relation with ``report_id, drug, event`` that already pairs drugs with events.
+
+    Returns
+    -------
+    pyarrow.Table
+        ``drug, event, a, n_drug, n_event, n_total`` (int64), one row per co-reported pair, by drug and event;
+        strata warnings in the schema metadata under ``warnings``.
+    """
+    strata_cols = tuple(strata_cols)
+    with _Scratch(con) as s:
+        if rows is not None:
+            s.create("r", f"""SELECT DISTINCT report_id, CAST(drug AS VARCHAR) AS drug, CAST(event AS VARCHAR) AS event
+                              FROM {_rel(rows)} WHERE drug IS NOT NULL AND event IS NOT NULL""")
+            s.create("e", f"SELECT DISTINCT report_id, drug FROM {s.r}")
+            s.create("v", f"SELECT DISTINCT report_id, event FROM {s.r}")
+            total = con.execute(f"SELECT count(DISTINCT report_id) FROM {s.r}").fetchall()[0][0]
+        elif n_total is None:  # the universe: reports with a drug and an event
+            s.create("e", f"""SELECT DISTINCT report_id, CAST(drug AS VARCHAR) AS drug FROM {_rel(exposures)}
+                              WHERE drug IS NOT NULL AND report_id IN
+                                  (SELECT report_id FROM {_rel(events)} WHERE event IS NOT NULL)""")
+            s.create("v", f"""SELECT DISTINCT report_id, CAST(event AS VARCHAR) AS event FROM {_rel(events)}
+                              WHERE event IS NOT NULL AND report_id IN (SELECT report_id FROM {s.e})""")
+            total = con.execute(f"SELECT count(DISTINCT report_id) FROM {s.e}").fetchall()[0][0]
+        else:
+            s.create("e", f"""SELECT DISTINCT report_id, CAST(drug AS VARCHAR) AS drug FROM {_rel(exposures)}
+                              WHERE drug IS NOT NULL""")
+            s.create("v", f"""SELECT DISTINCT report_id, CAST(event AS VARCHAR) AS event FROM {_rel(events)}
+                              WHERE event IS NOT NULL""")
+            total = int(n_total)
+            if total < 0:
+                raise PipelineError(f"n_total must be non-negative, got {total}")
+        s.create("nd", f"SELECT drug, count(*)::BIGINT AS n_drug FROM {s.e} GROUP BY drug")
+        s.create("ne", f"SELECT event, count(*)::BIGINT AS n_event FROM {s.v} GROUP BY event")
+        if rows is not None:  # pairs as the rows give them (openEBGM processRaw, pvda)
+            s.create("p", f"SELECT drug, event, count(*)::BIGINT AS a FROM {s.r} GROUP BY drug, event")
+        else:  # every drug of a report with every event of the report
+            s.create("p", f"""SELECT e.drug, v.event, count(*)::BIGINT AS a
+                              FROM {s.e} e JOIN {s.v} v USING (report_id) GROUP BY e.drug, v.event""")
+        if n_total is not None:
+            worst = con.execute(f"""SELECT greatest((SELECT max(n_drug) FROM {s.nd}), (SELECT max(n_event) FROM {s.ne}),
+                                    (SELECT count(DISTINCT report_id) FROM {s.e}))""").fetchall()[0][0]
+            if worst is not None and worst > total:
+                raise PipelineError(f"n_total={total} is smaller than a margin or the number of exposed reports "
+                                    f"({worst})")
+        sql = f"""
+            SELECT p.drug, p.event, p.a, nd.n_drug, ne.n_event, {total}::BIGINT AS n_total
+            FROM {s.p} p JOIN {s.nd} nd USING (drug) JOIN {s.ne} ne USING (event)
+        """
+        warnings: list[str] = []
+        if strata is not None:
+            if n_total is not None:
+                raise PipelineError("strata need the universe from the data (leave n_total unset)")
+            sql, warnings = _stratified_sql(s, sql, strata, strata_cols)
+        table = con.sql(sql + " ORDER BY 1, 2").to_arrow_table()
+        if n_total is not None and table.num_rows:
+            bad = con.execute(f"""SELECT count(*) FROM {s.p} JOIN {s.nd} USING (drug) JOIN {s.ne} USING (event)
+                                  WHERE {total} - n_drug - n_event + a < 0""").fetchall()[0][0]
+            if bad:
+                raise PipelineError(f"n_total={total} is too small: {bad} pair(s) would have d < 0")
+    if warnings:
+        for w in warnings:
+            log.warning("%s", w)
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               b"warnings": json.dumps(warnings).encode()})
+    return table
+
+
+def _stratified_sql(s: _Scratch, base_sql: str, strata: str, cols: tuple[str, ...]) -> tuple[str, list[str]]:
+    """``base_sql`` (pairs ``s.p`` with margins) with the stratified ``expected`` over the reports of ``s.e``."""
+    if not cols:
+        raise PipelineError("strata: no stratum columns given")
+    con = s.con
+    key = " || '\x1f' || ".join(f"coalesce(CAST({c} AS VARCHAR), '')" for c in cols)
+    s.create("s_all", f"SELECT DISTINCT report_id, {key} AS s FROM {_rel(strata)}")
+    multi = con.execute(f"SELECT count(*) FROM (SELECT report_id FROM {s.s_all} GROUP BY report_id "
+                        f"HAVING count(*) > 1)").fetchall()[0][0]
+    if multi:
+        raise PipelineError(f"strata: {multi} report(s) have more than one value of ({', '.join(cols)})")
+    missing = con.execute(f"SELECT count(DISTINCT report_id) FROM {s.e} WHERE report_id NOT IN "
+                          f"(SELECT report_id FROM {s.s_all})").fetchall()[0][0]
+    if missing:
+        raise PipelineError(f"strata: {missing} report(s) have no stratum")
+    s.create("ns", f"""SELECT s, count(DISTINCT report_id)::BIGINT AS n_s
+                       FROM {s.e} JOIN {s.s_all} USING (report_id) GROUP BY s""")
+    s.create("nds", f"""SELECT drug, s, count(*)::BIGINT AS nd_s FROM {s.e} JOIN {s.s_all} USING (report_id)
+                        GROUP BY drug, s""")
+    s.create("nes", f"""SELECT event, s, count(*)::BIGINT AS ne_s FROM {s.v} JOIN {s.s_all} USING (report_id)
+                        GROUP BY event, s""")
+    small = con.execute(f"SELECT s, n_s FROM {s.ns} WHERE n_s < ? ORDER BY s", [MIN_STRATUM_REPORTS]).fetchall()
+    warnings = [f"stratum {v.replace(chr(31), ' × ')!r} has {n} report(s) (< {MIN_STRATUM_REPORTS})"
+                for v, n in small]
+    sql = f"""
+        WITH base AS ({base_sql}),
+        se AS (
+            SELECT p.drug, p.event, sum(nds.nd_s::DOUBLE * nes.ne_s::DOUBLE / ns.n_s::DOUBLE) AS expected
+            FROM {s.p} p JOIN {s.nds} nds ON nds.drug = p.drug JOIN {s.nes} nes ON nes.event = p.event AND nes.s = nds.s
+                   JOIN {s.ns} ns ON ns.s = nds.s
+            GROUP BY p.drug, p.event)
+        SELECT base.*, coalesce(se.expected, 0.0) AS expected,
+               base.n_drug::DOUBLE * base.n_event::DOUBLE / base.n_total::DOUBLE AS expected_unstratified
+        FROM base LEFT JOIN se USING (drug, event)
+    """
+    return sql, warnings
+
+
+def stratified_expected_in(con, exposures: str, events: str, strata: str, pairs: pa.Table,
+                           strata_cols: tuple[str, ...]) -> pd.DataFrame:
+    """:func:`pipeline.stats.stratified_expected` on relations of ``con``; ``pairs`` (``drug, event``) is an
+    Arrow table. Returns ``drug, event, expected`` for the distinct pairs."""
+    with _Scratch(con) as s:
+        s.register("pairs", pairs)
+        s.create("e", f"""SELECT DISTINCT report_id, CAST(drug AS VARCHAR) AS drug FROM {_rel(exposures)}
+                          WHERE report_id IN (SELECT report_id FROM {_rel(events)})""")
+        s.create("v", f"""SELECT DISTINCT report_id, CAST(event AS VARCHAR) AS event FROM {_rel(events)}
+                          WHERE report_id IN (SELECT report_id FROM {s.e})""")
+        s.create("p", f"SELECT DISTINCT CAST(drug AS VARCHAR) AS drug, CAST(event AS VARCHAR) AS event FROM {s.pairs}")
+        sql, _ = _stratified_sql(s, f"SELECT drug, event, 1 AS n_drug, 1 AS n_event, 1 AS n_total FROM {s.p}",
+                                 strata, tuple(strata_cols))
+        return con.sql(sql).df()[["drug", "event", "expected"]]
+
+
+def stratified_expected_counts_in(con, exposures: str, events: str, strata: str, pairs: pd.DataFrame, *,
+                                  chunk: int | None = None) -> tuple[np.ndarray, dict]:
+    """:func:`pipeline.stats.stratified_expected_counts` on relations of ``con``.
+
+    Parameters
+    ----------
+    con : duckdb.DuckDBPyConnection
+        The connection holding the relations.
+    exposures, events : str
+        Relations with ``report_id, drug`` and ``report_id, event``.
+    strata : str
+        Relation with ``report_id, stratum``: one row per report of the analysis population.
+    pairs : pandas.DataFrame
+        ``drug, event``: the pairs to give E for (a = 0 allowed).
+    chunk : int, optional
+        Pairs per step of the row-wise dot product; default: as many as keep each step's gathered
+        pairs × strata matrices within :data:`GATHER_BYTES`.
+
+    Returns
+    -------
+    (expected, info) : numpy.ndarray of float64 aligned with ``pairs``, and a dict with ``n_strata``,
+    ``small_strata`` and ``smallest`` (strata with fewer than :data:`MIN_STRATUM_REPORTS` reports).
+    """
+    pr = pairs[["drug", "event"]]
+    d_keys = pd.Index(pr["drug"].astype(str).unique())
+    e_keys = pd.Index(pr["event"].astype(str).unique())
+    with _Scratch(con) as s:
+        # a missing stratum is a level of its own, spelled as str(None) like any other value
+        s.create("st", f"SELECT report_id, coalesce(CAST(stratum AS VARCHAR), 'None') AS stratum FROM {_rel(strata)}")
+        if con.execute(f"SELECT count(*) - count(DISTINCT report_id) FROM {s.st}").fetchall()[0][0]:
+            raise PipelineError("strata: a report has more than one stratum")
+        s.create("lv", f"""SELECT stratum, count(*)::BIGINT AS n, row_number() OVER (ORDER BY stratum) - 1 AS i
+                           FROM {s.st} GROUP BY stratum""")
+        lv = con.execute(f"SELECT stratum, n FROM {s.lv} ORDER BY i").fetchnumpy()
+        n_s = lv["n"].astype(np.float64)
+        nd = _margins(s, exposures, "drug", d_keys, len(n_s)) / n_s  # n_drug,s / n_total,s
+        ne = _margins(s, events, "event", e_keys, len(n_s))
+    di = d_keys.get_indexer(pr["drug"].astype(str))
+    ei = e_keys.get_indexer(pr["event"].astype(str))
+    # the gathered rows nd[di], ne[ei] are pairs x strata: a step of a fixed number of pairs would take GBs with
+    # hundreds of strata
+    step = chunk or max(1, GATHER_BYTES // (8 * max(len(n_s), 1)))
+    out = np.empty(len(pr))
+    for lo in range(0, len(pr), step):
+        hi = min(lo + step, len(pr))
+        out[lo:hi] = np.einsum("ij,ij->i", nd[di[lo:hi]], ne[ei[lo:hi]])
+    small = [(str(v), int(n)) for v, n in zip(lv["stratum"], lv["n"]) if n < MIN_STRATUM_REPORTS]
+    return out, {"n_strata": int(len(n_s)), "small_strata": len(small),
+                 "smallest": sorted(small, key=lambda t: t[1])[:5]}
+
+
+def _margins(s: _Scratch, relation: str, col: str, keys: pd.Index, n_strata: int) -> np.ndarray:
+    """Distinct reports per (key, stratum) of ``relation``'s ``col``, as a dense keys × strata matrix (strata in
+    the order of ``s.lv``)."""
+    # positions, not names, come back: the (key, stratum) cells of a whole history are millions of rows
+    wanted = s.register(f"{col}_keys", pa.table({"key": pa.array(list(keys), pa.string()),
+                                                 "k": pa.array(np.arange(len(keys), dtype=np.int64))}))
+    got = s.con.execute(f"""
+        SELECT w.k, coalesce(lv.i, -1) AS s, count(*)::BIGINT AS n
+        FROM (SELECT DISTINCT report_id, CAST({col} AS VARCHAR) AS key FROM {_rel(relation)}
+              WHERE CAST({col} AS VARCHAR) IN (SELECT key FROM {wanted})) x
+        JOIN {wanted} w USING (key) LEFT JOIN {s.st} st USING (report_id) LEFT JOIN {s.lv} lv USING (stratum)
+        GROUP BY ALL""").fetchnumpy()
+    k, st, n = (np.asarray(got[c], dtype=np.int64) for c in ("k", "s", "n"))
+    outside = int(n[st < 0].sum())  # every report of st has a level: no stratum = a report outside the population
+    if outside:
+        raise PipelineError(f"strata: {outside} {col} row(s) of reports outside the population")
+    return np.bincount(k * n_strata + st, weights=n.astype(np.float64),
+                       minlength=len(keys) * n_strata).reshape(len(keys), n_strata)
