@@ -68,17 +68,51 @@ def _levels(fields: tuple[str, ...], refine: tuple[str, ...]) -> list[str]:
     return out
 
 
-def _chosen(i: int, n_levels: int, cap: int, lvl: int = 0) -> str:
+def _chosen(n_levels: int, cap: int, lvl: int = 0) -> str:
     """The key a report takes: the first level whose block holds 2..cap reports, every coarser one being above cap."""
-    here = f"CASE WHEN n{i}_{lvl}.n BETWEEN 2 AND {cap} THEN b.k{i}_{lvl} END"
+    here = f"CASE WHEN n{lvl}.n BETWEEN 2 AND {cap} THEN b.k{lvl} END"
     if lvl + 1 == n_levels:
         return here
-    return f"CASE WHEN n{i}_{lvl}.n > {cap} THEN ({_chosen(i, n_levels, cap, lvl + 1)}) ELSE ({here}) END"
+    return f"CASE WHEN n{lvl}.n > {cap} THEN ({_chosen(n_levels, cap, lvl + 1)}) ELSE ({here}) END"
+
+
+def _lost(n_levels: int, cap: int) -> str:
+    """True for a report above the cap at every level it reaches (its finest, or one whose refinement it lacks)."""
+    return "coalesce(" + " OR ".join(
+        " AND ".join([f"n{j}.n > {cap}" for j in range(lvl + 1)] +
+                     ([f"n{lvl + 1}.n IS NULL"] if lvl + 1 < n_levels else []))
+        for lvl in range(n_levels)) + ", false)"
+
+
+def _key_table(con, i: int, fields: tuple[str, ...], refine: tuple[str, ...], cap: int) -> tuple[int, int]:
+    """Temp table ``lk_key{i}(report_id, k)``: the key value each report takes (only reports in a block of
+    2..cap); returns (coarser blocks split, reports lost to this key).
+
+    One key at a time, so a statement joins a report with its own key's block sizes only: with every key's levels
+    in one statement, 16 M reports needed more than a 4 GB ``memory_limit`` could hold.
+    """
+    levels = _levels(fields, refine)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE lk_kl AS SELECT report_id, "
+                f"{', '.join(f'{sql} AS k{lvl}' for lvl, sql in enumerate(levels))} FROM lk_rec")
+    for lvl in range(len(levels)):
+        con.execute(f"CREATE OR REPLACE TEMP TABLE lk_kn{lvl} AS "
+                    f"SELECT k{lvl} AS k, count(*) AS n FROM lk_kl WHERE k{lvl} IS NOT NULL GROUP BY 1")
+    joins = " ".join(f"LEFT JOIN lk_kn{lvl} n{lvl} ON n{lvl}.k = b.k{lvl}" for lvl in range(len(levels)))
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE lk_kc AS
+                    SELECT b.report_id, {_chosen(len(levels), cap)} AS k, {_lost(len(levels), cap)} AS lost
+                    FROM lk_kl b {joins}""")
+    refined = sum(con.execute(f"SELECT count(*) FROM lk_kn{lvl} WHERE n > {cap}").fetchall()[0][0]
+                  for lvl in range(len(levels) - 1))
+    lost = con.execute("SELECT count(*) FILTER (lost) FROM lk_kc").fetchall()[0][0]
+    con.execute(f"CREATE OR REPLACE TEMP TABLE lk_key{i} AS SELECT report_id, k FROM lk_kc WHERE k IS NOT NULL")
+    for t in ["lk_kl", "lk_kc"] + [f"lk_kn{lvl}" for lvl in range(len(levels))]:
+        con.execute(f"DROP TABLE {t}")
+    return int(refined), int(lost)
 
 
 def candidate_pairs(con, max_block_size: int) -> dict:
-    """Create ``lk_pairs``; return per-key pair counts, blocks split by a refinement and reports left in a block above the cap at every
-    level (no pairs from that key).
+    """Create ``lk_pairs``; return per-key pair counts, blocks split by a refinement and reports left in a block
+    above the cap at every level (no pairs from that key).
 
     Each pair is produced once, by the first key that pairs it (a later key skips pairs an earlier one made), so
     no pass over all pairs removes duplicates: every step is an integer hash join that streams into ``lk_pairs``.
@@ -86,35 +120,17 @@ def candidate_pairs(con, max_block_size: int) -> dict:
     cap = int(max_block_size)
     summary: dict = {"pairs_by_block": {}, "refined_values": {}, "oversized_reports": {}}
     names = list(BLOCKS)
-    levels = [_levels(*BLOCKS[name]) for name in names]
-    raw = ", ".join(f"{sql} AS k{i}_{lvl}" for i, lv in enumerate(levels) for lvl, sql in enumerate(lv))
-    con.execute(f"CREATE OR REPLACE TEMP TABLE lk_bk0 AS SELECT report_id, {raw} FROM lk_rec")
-    sizes = [(i, lvl) for i, lv in enumerate(levels) for lvl in range(len(lv))]
-    for i, lvl in sizes:
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE lk_bn{i}_{lvl} AS
-                        SELECT k{i}_{lvl} AS k, count(*) AS n FROM lk_bk0 WHERE k{i}_{lvl} IS NOT NULL GROUP BY 1""")
-    keep = ", ".join(f"{_chosen(i, len(lv), cap)} AS k{i}" for i, lv in enumerate(levels))
-    joins = " ".join(f"LEFT JOIN lk_bn{i}_{lvl} n{i}_{lvl} ON n{i}_{lvl}.k = b.k{i}_{lvl}" for i, lvl in sizes)
-    # reports in a block above the cap at every level they reach: lost to that key
-    lost = ", ".join(
-        "coalesce(" + " OR ".join(
-            " AND ".join([f"n{i}_{j}.n > {cap}" for j in range(lvl + 1)] +
-                         ([f"n{i}_{lvl + 1}.n IS NULL"] if lvl + 1 < len(lv) else []))
-            for lvl in range(len(lv))) + f", false) AS lost{i}"
-        for i, lv in enumerate(levels))
-    con.execute(f"CREATE OR REPLACE TEMP TABLE lk_bk AS SELECT b.report_id, {keep}, {lost} FROM lk_bk0 b {joins}")
-    lost_n = con.execute(f"SELECT {', '.join(f'count(*) FILTER (lost{i})' for i in range(len(names)))} "
-                         "FROM lk_bk").fetchall()[0]
+    con.execute("CREATE OR REPLACE TEMP TABLE lk_bk AS SELECT report_id FROM lk_rec")
     for i, name in enumerate(names):
-        refined = sum(con.execute(f"SELECT count(*) FROM lk_bn{i}_{lvl} WHERE n > {cap}").fetchall()[0][0]
-                      for lvl in range(len(levels[i]) - 1))
+        refined, lost = _key_table(con, i, *BLOCKS[name], cap)
         pairs = con.execute(f"SELECT coalesce(sum(n * (n - 1) // 2), 0) FROM "
-                            f"(SELECT count(*) AS n FROM lk_bk WHERE k{i} IS NOT NULL GROUP BY k{i})").fetchall()[0][0]
-        summary["pairs_by_block"][name], summary["refined_values"][name] = int(pairs), int(refined)
-        summary["oversized_reports"][name] = int(lost_n[i])
-    con.execute("DROP TABLE lk_bk0")
-    for i, lvl in sizes:
-        con.execute(f"DROP TABLE lk_bn{i}_{lvl}")
+                            f"(SELECT count(*) AS n FROM lk_key{i} GROUP BY k)").fetchall()[0][0]
+        summary["pairs_by_block"][name], summary["refined_values"][name] = int(pairs), refined
+        summary["oversized_reports"][name] = lost
+        # one join at a time: every report with its key values (NULL = no block of 2..cap)
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE lk_bk AS
+                        SELECT b.*, c.k AS k{i} FROM lk_bk b LEFT JOIN lk_key{i} c USING (report_id)""")
+        con.execute(f"DROP TABLE lk_key{i}")
     con.execute("CREATE OR REPLACE TEMP TABLE lk_pairs (a BIGINT, b BIGINT)")
     for i in range(len(names)):
         earlier = " OR ".join(f"coalesce(x.k{j} = y.k{j}, false)" for j in range(i)) or "false"
