@@ -178,6 +178,21 @@ def test_blocking_pairs_equal_brute_force():
     assert all((1000 + 2 * k, 1001 + 2 * k) in got for k in range(40))
 
 
+def test_comparisons_in_parts_equal_one_statement(monkeypatch):
+    """Pairs are compared in parts (memory); the parts together give exactly the one-statement table."""
+    rep, ing, pts = _population(300)
+    con = _connect(rep, ing, pts)
+    features.build_records(con)
+    blocking.candidate_pairs(con, 12)
+    n = con.execute("SELECT count(*) FROM lk_pairs").fetchall()[0][0]
+    comparisons.compare(con, out="whole")
+    monkeypatch.setattr(comparisons, "CHUNK_PAIRS", max(1, n // 7))
+    comparisons.compare(con, out="parts")
+    assert n > 100 and con.execute("SELECT count(*) FROM parts").fetchall()[0][0] == n
+    for x, y in (("whole", "parts"), ("parts", "whole")):
+        assert con.execute(f"SELECT count(*) FROM (SELECT * FROM {x} EXCEPT ALL SELECT * FROM {y})").fetchall() == [(0,)]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # weights: term frequencies, missing values
 # ---------------------------------------------------------------------------------------------------------------

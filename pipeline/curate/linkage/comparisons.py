@@ -75,15 +75,25 @@ _TF_SQL = {
 }
 
 
+#: pairs compared per statement: the two joins with the records must fit the memory limit beside curate's tables
+#: (all 90 M pairs of the full history in one statement ran out of memory at 4 GB)
+CHUNK_PAIRS = 5_000_000
+
+
 def compare(con, pairs: str = "lk_pairs", out: str = "lk_cmp") -> None:
-    """Create ``out(a, b, g_<comparison>..., tf_ev, tf_country, tf_sus, tf_pts)`` from the pairs table ``pairs``."""
+    """Create ``out(a, b, g_<comparison>..., tf_ev, tf_country, tf_sus, tf_pts)`` from the pairs table ``pairs``,
+    in parts of about :data:`CHUNK_PAIRS` pairs (by a hash of ``a``, so every part is a fixed set of pairs)."""
     gammas = ",\n               ".join(f"({sql})::TINYINT AS g_{name}" for name, sql in _SQL.items())
     tfs = ", ".join(f"CASE WHEN {cond} THEN x.{col} END AS {name}" for name, (col, cond) in _TF_SQL.items())
-    # one pass: pairs joined to both records; term frequencies travel with the records
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE {out} AS
-        SELECT * EXCLUDE (ni_sus, ni_pts) FROM (
-            SELECT p.a, p.b, {_intersection("sus")} AS ni_sus, {_intersection("pts")} AS ni_pts,
-                   {gammas},
-                   {tfs}
-            FROM {pairs} p JOIN lk_rec x ON x.report_id = p.a JOIN lk_rec y ON y.report_id = p.b)""")
+    n = con.execute(f"SELECT count(*) FROM {pairs}").fetchall()[0][0]
+    parts = max(1, -(-n // CHUNK_PAIRS))
+    for part in range(parts):
+        where = f"WHERE hash(p.a) % {parts} = {part}" if parts > 1 else ""
+        # one pass: pairs joined to both records; term frequencies travel with the records
+        select = f"""
+            SELECT * EXCLUDE (ni_sus, ni_pts) FROM (
+                SELECT p.a, p.b, {_intersection("sus")} AS ni_sus, {_intersection("pts")} AS ni_pts,
+                       {gammas},
+                       {tfs}
+                FROM {pairs} p JOIN lk_rec x ON x.report_id = p.a JOIN lk_rec y ON y.report_id = p.b {where})"""
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS {select}" if part == 0 else f"INSERT INTO {out} {select}")
