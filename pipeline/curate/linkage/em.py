@@ -47,7 +47,7 @@ def _floor(p: np.ndarray) -> np.ndarray:
 def estimate_m(patterns: np.ndarray, counts: np.ndarray, n_levels: list[int], u: list, active: list[bool],
                m_init: list, lam_init: float = 0.05, max_iter: int = 60, tol: float = 1e-6,
                fit_u: bool = False) -> dict:
-    """EM for the match share and the ``m`` probabilities of a two-class mixture, ``u`` held fixed.
+    """EM for the match share and the ``m`` probabilities of a two-class mixture (``u`` fixed unless ``fit_u``).
 
     Parameters
     ----------
