@@ -80,15 +80,32 @@ _TF_SQL = {
 CHUNK_PAIRS = 5_000_000
 
 
+def _bounds(con, pairs: str, parts: int) -> list[int]:
+    """Split points of ``a`` giving ``parts`` ranges of about equal pair counts (first and last open-ended)."""
+    if parts == 1:
+        return []
+    qs = ", ".join(f"{i / parts!r}" for i in range(1, parts))
+    return list(con.execute(f"SELECT quantile_disc(a, [{qs}]) FROM {pairs}").fetchone()[0])
+
+
 def compare(con, pairs: str = "lk_pairs", out: str = "lk_cmp") -> None:
     """Create ``out(a, b, g_<comparison>..., tf_ev, tf_country, tf_sus, tf_pts)`` from the pairs table ``pairs``,
-    in parts of about :data:`CHUNK_PAIRS` pairs (by a hash of ``a``, so every part is a fixed set of pairs)."""
+    in parts of about :data:`CHUNK_PAIRS` pairs.
+
+    A part is a range of ``a`` (``lk_rec`` is stored in ``report_id`` order): DuckDB passes the range of the
+    part's keys into the scan of the records, which then reads only the row groups in it. With parts by a hash
+    of ``a`` every part read all records twice, from the spill folder once they outgrew the memory limit (at
+    0.1 of the full history with a 700 MB limit: 18.0 s by hash, 12.5 s by range, same comparisons).
+    """
     gammas = ",\n               ".join(f"({sql})::TINYINT AS g_{name}" for name, sql in _SQL.items())
     tfs = ", ".join(f"CASE WHEN {cond} THEN x.{col} END AS {name}" for name, (col, cond) in _TF_SQL.items())
     n = con.execute(f"SELECT count(*) FROM {pairs}").fetchall()[0][0]
     parts = max(1, -(-n // CHUNK_PAIRS))
+    cuts = _bounds(con, pairs, parts)
     for part in range(parts):
-        where = f"WHERE hash(p.a) % {parts} = {part}" if parts > 1 else ""
+        lo = f"p.a >= {cuts[part - 1]}" if part > 0 else "true"
+        hi = f"p.a < {cuts[part]}" if part < parts - 1 else "true"
+        where = f"WHERE {lo} AND {hi}" if parts > 1 else ""
         # one pass: pairs joined to both records; term frequencies travel with the records
         select = f"""
             SELECT * EXCLUDE (ni_sus, ni_pts) FROM (

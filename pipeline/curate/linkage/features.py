@@ -46,10 +46,10 @@ def build_records(con) -> int:
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE lk_rec AS
         WITH s AS (SELECT report_id, list_sort(list(c.code)) AS sus, min(i.v) AS sus1,
-                          count(*)::INTEGER AS sus_n, bit_or(1::UBIGINT << (c.code % 64)) AS sus_m
+                          count(*)::INTEGER AS sus_n, bit_or((1::UBIGINT << (c.code % 64))::UBIGINT) AS sus_m
                    FROM lk_si i JOIN lk_code_sus c USING (v) GROUP BY report_id),
              p AS (SELECT report_id, list_sort(list(c.code)) AS pts,
-                          count(*)::INTEGER AS pts_n, bit_or(1::UBIGINT << (c.code % 64)) AS pts_m
+                          count(*)::INTEGER AS pts_n, bit_or((1::UBIGINT << (c.code % 64))::UBIGINT) AS pts_m
                    FROM lk_pi i JOIN lk_code_pts c USING (v) GROUP BY report_id),
              r AS (SELECT report_id, trim(event_dt) AS ev0, age_years, sex, upper(trim(reporter_country)) AS c0,
                           wt_kg, nullif(mfr_num, '') AS mfr_num, nullif(mfr_sndr, '') AS sndr,
@@ -73,7 +73,8 @@ def build_records(con) -> int:
         FROM r JOIN s USING (report_id) JOIN p USING (report_id)""")
     for t in ("lk_si", "lk_pi", "lk_code_sus", "lk_code_pts"):
         con.execute(f"DROP TABLE {t}")
-    # term frequencies: one small table per column, joined onto the records once (pairs then read them for free)
+    # term frequencies: one small table per column, joined onto the records once (pairs then read them for free);
+    # stored in report_id order, so a range of report ids is a few row groups (see comparisons.compare)
     cols = (("country", "country"), ("ev_day", "ev"), ("sus_h", "sus"), ("pts_h", "pts"))
     for col, name in cols:
         con.execute(f"""
@@ -82,7 +83,8 @@ def build_records(con) -> int:
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE lk_rec AS
         SELECT r.*, {", ".join(f"t_{name}.ltf AS ltf_{name}" for _, name in cols)}
-        FROM lk_rec r {" ".join(f"LEFT JOIN lk_tf_{name} t_{name} ON t_{name}.{col} = r.{col}" for col, name in cols)}""")
+        FROM lk_rec r {" ".join(f"LEFT JOIN lk_tf_{name} t_{name} ON t_{name}.{col} = r.{col}" for col, name in cols)}
+        ORDER BY r.report_id""")
     for _, name in cols:
         con.execute(f"DROP TABLE lk_tf_{name}")
     return n
