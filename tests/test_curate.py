@@ -204,6 +204,31 @@ def test_child_rows_of_older_versions_vanish(tmp_path):
     assert {p["pt"] for p in pts(dd, 40000001)} == {"Dissociation"}
 
 
+def test_one_vocabulary_for_all_versions_and_counts_of_the_final_ones(tmp_path):
+    """Final and superseded versions are mapped in one pass: FDA's pairing XOLAIRX/OMALIZUMAB, shipped only in a
+    superseded version, maps a final report's bare XOLAIRX; that version's unmapped drug and name conflict are not
+    the final database's (unmapped_drugs, name_conflicts and the counts describe the final versions)."""
+    raw = Raw()
+    raw.case("2020Q1", 41000001, 1, drugs=(("PS", "XOLAIRX", "OMALIZUMAB"), ("C", "XOLAIRX", "OMALIZUMAB"),
+                                           ("C", "ZZOLDONLY", ""), ("SS", "SPRAVATO", "KETAMINE")))
+    raw.case("2020Q2", 41000001, 2, drugs=(("PS", "DRUGA", "DRUGA"),))
+    raw.case("2020Q2", 41000002, 1, drugs=(("PS", "XOLAIRX", ""), ("C", "ZZFINALONLY", "")))
+    dd, summary = run(tmp_path, raw)
+    assert {(i["ingredient"], i["matched_by"]) for i in ingredients(dd, 41000002)} == \
+        {("OMALIZUMAB", "drugname"), ("ZZFINALONLY", "unmapped")}
+    assert {i["ingredient"] for i in ingredients(dd, 41000001)} == {"DRUGA"}
+    old = [v["version_id"] for v in read(dd, "versions") if v["report_id"] == 41000001 and not v["is_final"]]
+    assert {i["ingredient"] for i in read(dd, "version_ingredients") if i["version_id"] in old} == \
+        {"OMALIZUMAB", "ZZOLDONLY", "ESKETAMINE"}
+    assert [u["drugname"] for u in read(dd, "unmapped_drugs")] == ["ZZFINALONLY"]
+    assert read(dd, "name_conflicts") == []
+    drugs = summary["drugs"]
+    # final rows: DRUGA, XOLAIRX (learned), ZZFINALONLY (unmapped)
+    assert (drugs["drug_rows"], drugs["drug_rows_unmapped"], drugs["distinct_raw_pairs"]) == (3, 1, 3)
+    assert drugs["mapped_rows_by"] == {"prod_ai": 1, "drugname": 1, "brand": 0, "alias": 0, "unmapped": 1}
+    assert drugs["name_conflicts"] == {"distinct_pairs": 0, "rows": 0}
+
+
 def test_versions_collapse_across_quarters_not_per_quarter(tmp_path):
     """versions of one case in two quarters -> one case."""
     raw = Raw()

@@ -175,8 +175,9 @@ CONFLICT_PAIR_SCHEMA = pa.schema([("drugname", pa.string()), ("prod_ai", pa.stri
                                   ("chosen", pa.string()), ("chosen_from", pa.string()), ("reason", pa.string())])
 
 
-def _conflict_rows(con: duckdb.DuckDBPyConnection, pairs: pa.Table) -> None:
-    """Temp table ``name_conflicts``: every kept drug row whose (drugname, prod_ai) pair is in ``pairs``."""
+def _conflict_rows(con: duckdb.DuckDBPyConnection, pairs: pa.Table, counted: str = "true") -> None:
+    """Temp table ``name_conflicts``: every kept drug row (of the reports ``counted`` selects) whose
+    (drugname, prod_ai) pair is in ``pairs``."""
     from pipeline.curate.versions import child_rows
 
     con.register("conflict_pairs", pairs)
@@ -188,7 +189,7 @@ def _conflict_rows(con: duckdb.DuckDBPyConnection, pairs: pa.Table) -> None:
                p.substance_from_drugname, p.substance_from_prod_ai, p.chosen, p.chosen_from, p.reason
         FROM ({rows}) r JOIN conflict_pairs p
           ON p.drugname IS NOT DISTINCT FROM r.drugname AND p.prod_ai IS NOT DISTINCT FROM r.prod_ai
-        {"" if pairs.num_rows else "WHERE false"}""")
+        WHERE {counted.replace("report_id", "r.report_id") if pairs.num_rows else "false"}""")
     con.unregister("conflict_pairs")
 
 
@@ -213,11 +214,15 @@ def learn_pairs(pairs: list[tuple[str, str, int]], min_share: float = 0.9, min_r
     return learned
 
 
-def build_report_ingredients(con: duckdb.DuckDBPyConnection, config: Config) -> dict:
-    """Create temp tables ``report_ingredients`` and ``unmapped_drugs``; return counts.
+def build_report_ingredients(con: duckdb.DuckDBPyConnection, config: Config, counted: str = "true") -> dict:
+    """Create temp tables ``report_ingredients``, ``unmapped_drugs``, ``name_conflicts`` and ``family_pairs``;
+    return counts.
 
     Needs the temp table ``kept`` (see :mod:`pipeline.curate.versions`). One GROUP BY gives the distinct raw
     (drugname, prod_ai) pairs; Python maps each distinct normalised text once; one join attaches the result.
+    Every kept row is mapped and teaches the vocabulary; ``counted`` (SQL on ``report_id``) selects the reports
+    that the counts, ``unmapped_drugs`` and ``name_conflicts`` describe (the final versions, when ``kept`` also
+    holds superseded ones).
     """
     from pipeline.curate.versions import child_rows
 
@@ -225,7 +230,8 @@ def build_report_ingredients(con: duckdb.DuckDBPyConnection, config: Config) -> 
         CREATE OR REPLACE TEMP TABLE kdrug AS
         SELECT report_id, upper(trim(c.role_cod)) AS role_cod, c.drugname, c.prod_ai
         FROM ({child_rows('DRUG', 'c.role_cod, c.drugname, c.prod_ai')}) c""")
-    raw_pairs = con.execute("SELECT drugname, prod_ai, count(*) FROM kdrug GROUP BY ALL").fetchall()
+    raw_pairs = con.execute(f"SELECT drugname, prod_ai, count(*), count(*) FILTER (WHERE {counted}) FROM kdrug "
+                            f"GROUP BY ALL").fetchall()
     norm_cache: dict[str, str] = {}
 
     def norm(text: str) -> str:
@@ -235,7 +241,8 @@ def build_report_ingredients(con: duckdb.DuckDBPyConnection, config: Config) -> 
         return out
 
     matcher = Matcher(config)
-    pairs = [(name, prod, norm(name), norm(prod), n) for name, prod, n in raw_pairs]
+    pairs = [(name, prod, norm(name), norm(prod), n) for name, prod, n, _ in raw_pairs]
+    n_counted = [nc for *_, nc in raw_pairs]
     mapped_prod = {p: matcher.map_prod_ai(p) for p in sorted({p for *_, p, _ in pairs if p})}
     # known ingredients = everything prod_ai maps to, plus alias targets and the substance ingredients
     vocab = {i for items in mapped_prod.values() for i, _, _ in items}
@@ -250,12 +257,12 @@ def build_report_ingredients(con: duckdb.DuckDBPyConnection, config: Config) -> 
     cols: dict[str, list] = {f.name: [] for f in PAIR_SCHEMA}
     conflicts: dict[str, list] = {f.name: [] for f in CONFLICT_PAIR_SCHEMA}
     n_rows = n_unmapped = n_blank = 0
-    for pair_id, (name, prod, nn, pn, n) in enumerate(pairs):
+    for pair_id, ((name, prod, nn, pn, _), n) in enumerate(zip(pairs, n_counted)):
         n_rows += n
         items = mapped_prod[pn] if pn else mapped_names.get(nn, [])
         if matcher.read(nn) or any([s for _, s, _ in items]):  # rows naming no family substance need no rule
             items, res, p, d = matcher.resolve_row(nn, pn, items)
-            if res.reason:
+            if res.reason and n:
                 for key, value in (("drugname", name), ("prod_ai", prod), ("substance_from_drugname", "+".join(d)),
                                    ("substance_from_prod_ai", "+".join(p)), ("chosen", "+".join(res.chosen)),
                                    ("chosen_from", res.side), ("reason", res.reason)):
@@ -292,23 +299,24 @@ def build_report_ingredients(con: duckdb.DuckDBPyConnection, config: Config) -> 
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE unmapped_drugs AS
         SELECT p.name_norm AS drugname, count(*)::BIGINT AS n_rows, count(DISTINCT k.report_id)::BIGINT AS n_reports
-        FROM kdrug_mapped k JOIN pair_names p USING (pair_id) WHERE k.rank = {order.index("unmapped")}
+        FROM kdrug_mapped k JOIN pair_names p USING (pair_id)
+        WHERE k.rank = {order.index("unmapped")} AND {counted.replace("report_id", "k.report_id")}
         GROUP BY 1 ORDER BY n_reports DESC, n_rows DESC, drugname LIMIT {int(config.top_unmapped)}""")
-    _conflict_rows(con, pa.table(conflicts, schema=CONFLICT_PAIR_SCHEMA))
+    _conflict_rows(con, pa.table(conflicts, schema=CONFLICT_PAIR_SCHEMA), counted)
     # the family substance of each raw (drugname, prod_ai) pair, for the drug-row level tables of extras.py
     con.execute("""
         CREATE OR REPLACE TEMP TABLE family_pairs AS
         SELECT DISTINCT m.drugname, m.prod_ai, i.substance FROM pair_map m JOIN ing_names i USING (ing_id)
         WHERE i.substance IS NOT NULL""")
-    by = dict(con.execute("SELECT n.matched_by, count(*) FROM kdrug_mapped JOIN match_names n USING (rank) "
-                          "GROUP BY 1").fetchall())
+    by = dict(con.execute(f"SELECT n.matched_by, count(*) FROM kdrug_mapped JOIN match_names n USING (rank) "
+                          f"WHERE {counted} GROUP BY 1").fetchall())
     con.execute("DROP TABLE kdrug")
     con.execute("DROP TABLE kdrug_mapped")
     for view in ("pair_map", "pair_names", "ing_names", "match_names"):
         con.unregister(view)
     return {"drug_rows": n_rows, "drug_rows_unmapped": n_unmapped, "drug_rows_blank": n_blank,
             "unmapped_share": (n_unmapped / n_rows) if n_rows else 0.0,
-            "distinct_raw_pairs": len(pairs), "distinct_prod_ai": len(mapped_prod),
+            "distinct_raw_pairs": sum(1 for n in n_counted if n), "distinct_prod_ai": len(mapped_prod),
             "distinct_drugnames_without_prod_ai": len(mapped_names), "learned_drugnames": len(matcher.learned),
             "name_conflicts": {"distinct_pairs": len(conflicts["reason"]),
                                "rows": con.execute("SELECT count(*) FROM name_conflicts").fetchone()[0]},

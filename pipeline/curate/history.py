@@ -15,13 +15,15 @@ would cost one curation per quarter; instead every version that ever wins gets a
 
 Tables (``versions``, ``version_ingredients``, ``version_pts``): every span, plus the ingredients and PTs of the
 versions that are *not* the case's final version in ``reports`` (the final one's are ``report_ingredients`` and
-``report_pts``). Those superseded versions are mapped by the same drug and reaction functions in one pass over the
-final and superseded versions together, so the learned drug vocabulary comes from both.
+``report_pts``). Final and superseded versions are mapped by the drug and reaction builders in one pass
+(:func:`all_versions_kept`), so every version is read with one learned drug vocabulary and the mapping runs once.
 ``first_quarter`` = calendar quarter of the version's ``init_fda_dt``, else the first quarter any row of the case
 appears in.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import duckdb
 import pyarrow as pa
@@ -111,31 +113,38 @@ def build_spans(con: duckdb.DuckDBPyConnection) -> dict:
     return {"versions": int(n), "superseded_versions": int(superseded)}
 
 
-def build_version_children(con: duckdb.DuckDBPyConnection, config: Config) -> None:
-    """Temp tables ``hist_ingredients`` and ``hist_pts`` for the superseded versions (``hist_spans`` not final).
+#: SQL selecting the final versions' rows among the children mapped with :func:`all_versions_kept`
+FINAL = "report_id >= 0"
 
-    Runs the curation's drug and reaction builders once over the final and the superseded versions (superseded
-    ones under the id ``-version_id``) and keeps the superseded rows. Call it *before* the main builders: they
-    overwrite the temp tables used here.
+
+@contextlib.contextmanager
+def all_versions_kept(con: duckdb.DuckDBPyConnection):
+    """Inside the block, temp table ``kept`` holds the final versions and the superseded ones (``hist_spans`` not
+    final, under the id ``-version_id``); the final-only ``kept`` is back afterwards.
+
+    The drug and reaction builders run once inside it: one mapping of every version, one vocabulary learned from
+    all of them (FDA's own drugname/prod_ai pairings of every version it shipped), the final versions' rows
+    selected by :data:`FINAL`, and :func:`split_children` then moves the superseded rows out.
     """
-    from pipeline.curate import drugs, reactions
-
     con.execute("ALTER TABLE kept RENAME TO kept_final")
     try:
         con.execute("""
             CREATE TEMP TABLE kept AS
             SELECT report_id, caseid, primaryid, quarter FROM kept_final
             UNION ALL SELECT -version_id, report_id, primaryid, quarter FROM hist_spans WHERE NOT is_final""")
-        drugs.build_report_ingredients(con, config)
-        reactions.build_report_pts(con, config)
-        con.execute("""CREATE OR REPLACE TEMP TABLE hist_ingredients AS
-                       SELECT -report_id AS version_id, * EXCLUDE (report_id) FROM report_ingredients
-                       WHERE report_id < 0""")
-        con.execute("""CREATE OR REPLACE TEMP TABLE hist_pts AS
-                       SELECT -report_id AS version_id, * EXCLUDE (report_id) FROM report_pts WHERE report_id < 0""")
-        con.execute("DROP TABLE kept")
+        yield
     finally:
+        con.execute("DROP TABLE IF EXISTS kept")
         con.execute("ALTER TABLE kept_final RENAME TO kept")
+
+
+def split_children(con: duckdb.DuckDBPyConnection) -> None:
+    """Move the superseded versions' rows of ``report_ingredients``/``report_pts`` (built inside
+    :func:`all_versions_kept`) to temp tables ``hist_ingredients``/``hist_pts``, keyed by ``version_id``."""
+    for table, hist in (("report_ingredients", "hist_ingredients"), ("report_pts", "hist_pts")):
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE {hist} AS
+                        SELECT -report_id AS version_id, * EXCLUDE (report_id) FROM {table} WHERE NOT ({FINAL})""")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM {table} WHERE {FINAL}")
 
 
 def finish(con: duckdb.DuckDBPyConnection, exclude_flagged_duplicates: bool) -> None:
@@ -167,4 +176,5 @@ QUERIES = {
     "version_pts": "SELECT * FROM hist_pts",
 }
 
-__all__ = ["TABLES", "QUERIES", "build_spans", "build_version_children", "finish", "quarter_sql", "first_seen_sql"]
+__all__ = ["TABLES", "QUERIES", "FINAL", "build_spans", "all_versions_kept", "split_children", "finish", "quarter_sql",
+           "first_seen_sql"]

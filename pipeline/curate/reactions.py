@@ -34,8 +34,9 @@ def pt_groups_frame(config: Config) -> pa.Table:
                      "pt_key": [k[1] for k in keys]}, schema=PT_GROUPS)
 
 
-def build_report_pts(con: duckdb.DuckDBPyConnection, config: Config) -> dict:
-    """Create temp table ``report_pts`` from the kept versions; return counts and configured PTs never seen."""
+def build_report_pts(con: duckdb.DuckDBPyConnection, config: Config, counted: str = "true") -> dict:
+    """Create temp table ``report_pts`` from the kept versions; return counts and configured PTs never seen, both
+    over the reports ``counted`` (SQL on ``report_id``) selects."""
     from pipeline.curate.versions import child_rows
 
     # Normalise once per DISTINCT raw text (the PT vocabulary is small) and work on integer key ids; the display
@@ -64,12 +65,12 @@ def build_report_pts(con: duckdb.DuckDBPyConnection, config: Config) -> dict:
         SELECT r.report_id, d.pt, d.pt_key, (i.report_id IS NOT NULL) AS is_indication
         FROM kreac r JOIN pt_display d USING (key_id)
         LEFT JOIN kindi i ON i.report_id = r.report_id AND i.key_id = r.key_id""")
-    reac_rows = con.execute("SELECT count(*) FROM kreac").fetchall()[0][0]  # distinct (report, pt)
+    reac_rows = con.execute(f"SELECT count(*) FROM kreac WHERE {counted}").fetchall()[0][0]  # distinct (report, pt)
     con.register("cfg_pt_groups", pt_groups_frame(config))
-    unseen = con.execute("""
+    unseen = con.execute(f"""
         SELECT g.pt_group, g.pt FROM cfg_pt_groups g
-        WHERE g.pt_key NOT IN (SELECT pt_key FROM report_pts) ORDER BY 1, 2""").fetchall()
-    n_ind = con.execute("SELECT count(*) FILTER (WHERE is_indication) FROM report_pts").fetchall()[0][0]
+        WHERE g.pt_key NOT IN (SELECT pt_key FROM report_pts WHERE {counted}) ORDER BY 1, 2""").fetchall()
+    n_ind = con.execute(f"SELECT count(*) FILTER (WHERE is_indication) FROM report_pts WHERE {counted}").fetchall()[0][0]
     con.unregister("cfg_pt_groups")
     for t in ("kreac", "kindi", "pt_display", "pt_norm"):
         con.execute(f"DROP TABLE {t}")

@@ -159,14 +159,15 @@ def _curate(con, data_dir: DataDir, config: Config, fp: str, as_of: str | None, 
         log.info("curate: %s raw DEMO rows -> %s live -> %s kept cases", f"{counts['raw']:,}",
                  f"{counts['live']:,}", f"{counts['kept']:,}")
         history_summary = history.build_spans(con)
-        history.build_version_children(con, config)  # before the main builders, which overwrite its temp tables
         lap("versions")
-        bar.set_postfix_str("drugs")
-        drug_summary = drugs.build_report_ingredients(con, config)
-        lap("drugs")
-        bar.set_postfix_str("reactions")
-        pt_summary = reactions.build_report_pts(con, config)
-        lap("reactions")
+        with history.all_versions_kept(con):  # one mapping of the final and the superseded versions
+            bar.set_postfix_str("drugs")
+            drug_summary = drugs.build_report_ingredients(con, config, counted=history.FINAL)
+            lap("drugs")
+            bar.set_postfix_str("reactions")
+            pt_summary = reactions.build_report_pts(con, config, counted=history.FINAL)
+            history.split_children(con)
+            lap("reactions")
         bar.set_postfix_str("extras")
         extras.build_extras(con)
         con.execute("DROP TABLE family_pairs")
