@@ -28,7 +28,6 @@ import contextlib
 import duckdb
 import pyarrow as pa
 
-from pipeline.schemas import TEXT_COLUMNS
 from pipeline.settings import Config
 
 VERSIONS = pa.schema([
@@ -58,19 +57,15 @@ def first_seen_sql() -> str:
 
 
 def build_spans(con: duckdb.DuckDBPyConnection) -> dict:
-    """Temp table ``hist_spans`` (one row per version span). Needs ``raw_demo``, ``raw_deleted`` and ``kept``."""
-    from pipeline.curate.versions import _bad_key_sql
-
-    text_cols = ", ".join(TEXT_COLUMNS["DEMO"])
-    con.execute(f"""
+    """Temp table ``hist_spans`` (one row per version span). Needs ``raw_demo``, ``raw_deleted``, ``kept`` and
+    ``demo_valid`` (from :func:`pipeline.curate.versions.collapse`; dropped here)."""
+    con.execute("""
         CREATE OR REPLACE TEMP TABLE hist_rows AS
         SELECT *, lead(quarter) OVER (PARTITION BY caseid, primaryid ORDER BY quarter) AS alive_to FROM (
-            SELECT caseid_int AS caseid, primaryid_int AS primaryid,
-                   coalesce(caseversion_int, CASE WHEN era = 'laers' THEN 0 END) AS caseversion,
-                   fda_dt_date AS fda_dt, init_fda_dt_date AS init_fda_dt, quarter, hash({text_cols}) AS h
-            FROM raw_demo WHERE NOT ({_bad_key_sql('DEMO')})
-            QUALIFY row_number() OVER (PARTITION BY caseid_int, primaryid_int, quarter
-                                       ORDER BY fda_dt_date DESC NULLS LAST, h DESC, source_line DESC) = 1)""")
+            SELECT caseid, primaryid, caseversion, fda_dt, init_fda_dt, quarter, h FROM demo_valid
+            QUALIFY row_number() OVER (PARTITION BY caseid, primaryid, quarter
+                                       ORDER BY fda_dt DESC NULLS LAST, h DESC, source_line DESC) = 1)""")
+    con.execute("DROP TABLE demo_valid")
     con.execute("""
         CREATE OR REPLACE TEMP TABLE hist_deleted AS
         SELECT caseid_int AS caseid, min(quarter) AS deleted_from FROM raw_deleted

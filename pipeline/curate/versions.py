@@ -84,17 +84,21 @@ def check_keys(con: duckdb.DuckDBPyConnection, tolerance: float) -> dict:
 
 
 def collapse(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    """Build temp table ``kept`` (one row per kept case) and return the row count after each step."""
+    """Build temp table ``kept`` (one row per kept case) and return the row count after each step.
+
+    Also leaves temp table ``demo_valid`` (every usable-key DEMO row with its content hash) for
+    :func:`pipeline.curate.history.build_spans`, which drops it: the hash over every text column is the costly
+    part of reading DEMO, so it is computed once."""
     text_cols = ", ".join(TEXT_COLUMNS["DEMO"])
     con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE v_valid AS
+        CREATE OR REPLACE TEMP TABLE demo_valid AS
         SELECT caseid_int AS caseid, primaryid_int AS primaryid,
                coalesce(caseversion_int, CASE WHEN era = 'laers' THEN 0 END) AS caseversion,
-               fda_dt_date AS fda_dt, quarter, source_line, hash({text_cols}) AS h
+               fda_dt_date AS fda_dt, init_fda_dt_date AS init_fda_dt, quarter, source_line, hash({text_cols}) AS h
         FROM raw_demo WHERE NOT ({_bad_key_sql('DEMO')})""")
     # 2: exact duplicates (the hash is only compared within one (caseid, primaryid), so a collision is moot)
     con.execute("""
-        CREATE OR REPLACE TEMP TABLE v_exact AS SELECT * FROM v_valid
+        CREATE OR REPLACE TEMP TABLE v_exact AS SELECT * EXCLUDE (init_fda_dt) FROM demo_valid
         QUALIFY row_number() OVER (PARTITION BY caseid, primaryid, h ORDER BY quarter DESC, source_line DESC) = 1""")
     # 3: re-shipped primaryid -> latest quarter; within one quarter conflicting rows are ordered by content
     con.execute("""
@@ -125,11 +129,11 @@ def collapse(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
                END AS wt_kg
         FROM v_latest v JOIN raw_demo d ON d.quarter = v.quarter AND d.source_line = v.source_line""")
     counts = {}
-    for name, table in (("raw", "raw_demo"), ("valid_keys", "v_valid"), ("exact", "v_exact"),
+    for name, table in (("raw", "raw_demo"), ("valid_keys", "demo_valid"), ("exact", "v_exact"),
                         ("reship", "v_reship"), ("live", "v_live"), ("kept", "kept")):
         counts[name] = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
     counts["deleted_caseids"] = con.execute("SELECT count(*) FROM deleted_ids").fetchall()[0][0]
-    for t in ("v_valid", "v_exact", "v_reship", "v_live", "v_latest"):
+    for t in ("v_exact", "v_reship", "v_live", "v_latest"):
         con.execute(f"DROP TABLE {t}")
     return counts
 
