@@ -45,3 +45,23 @@ def test_reused_context_gives_the_results_of_a_fresh_one(raw, monkeypatch):
     core.definition(suite, "raw_outc", fresh=True)
     core.definition(suite, "raw_outc", fresh=True)
     assert core.built["definitions"] == built + 2
+
+
+def test_frames_for_gx_have_wide_numbers_and_arrow_text():
+    """Narrow integers and float32 reach GX as int64/float64 (its between-check is vectorised only for those);
+    values, nulls and text are unchanged."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    from pipeline.quality.gx import to_pandas
+
+    t = pa.table({"year": pa.array([2004, 2026], pa.int32()), "n": pa.array([1, None], pa.int16()),
+                  "w": pa.array([1.5, None], pa.float32()), "h": pa.array([2**64 - 1, 0], pa.uint64()),
+                  "pt": ["Nausea", None]})
+    df = to_pandas(t, ["year", "n", "w", "h", "pt", "absent"])
+    assert df["year"].dtype == np.int64 and df["year"].tolist() == [2004, 2026]
+    assert df["n"].dtype == np.float64 and df["n"].isna().tolist() == [False, True]
+    assert df["w"].dtype == np.float64 and df["w"].iloc[0] == 1.5
+    assert df["h"].dtype == np.uint64 and df["h"].iloc[0] == 2**64 - 1
+    assert isinstance(df["pt"].dtype, pd.ArrowDtype) and df["absent"].isna().all()
