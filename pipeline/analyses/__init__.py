@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from pipeline.analyses.base import Base, prepare
+from pipeline.analyses.cells import shared_population_counts
 
 FILES = ("outcomes", "cases", "sensitivity", "subgroups", "comparators", "onset", "by_use")
 
@@ -49,13 +50,14 @@ def run_all(con, cur, config, params: dict, group_prefix: str, *, main) -> Resul
              ("comparators", lambda: comparators.comparators(con, base, config)),
              ("onset", lambda: onset.onset(con, base, config)),
              ("by_use", lambda: by_use.by_use(con, base, config)))
-    for name, fn in steps:
-        t = time.perf_counter()
-        got = fn()
-        if name == "onset":
-            got, onsets = got
-        tables[name] = got.reset_index(drop=True)
-        timings[name] = round(time.perf_counter() - t, 3)
+    with shared_population_counts(con):  # the analyses' tables stay as prepared until the end
+        for name, fn in steps:
+            t = time.perf_counter()
+            got = fn()
+            if name == "onset":
+                got, onsets = got
+            tables[name] = got.reset_index(drop=True)
+            timings[name] = round(time.perf_counter() - t, 3)
     for t in ("an_rpt", "an_fam", "an_fev", "an_x"):
         con.execute(f"DROP TABLE IF EXISTS {t}")
     return Results(tables=tables, onsets=onsets, timings_s=timings,

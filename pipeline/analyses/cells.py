@@ -14,12 +14,57 @@ main table's 2×2 exactly.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+
 import numpy as np
 import pandas as pd
 
 from pipeline.stats.frequentist import expected, ic_noren, prr, ror
 
 CELLS = ("a", "b", "c", "d", "n_total")
+
+#: while :func:`shared_population_counts` is active: (population SQL, events SQL, events, by stratum) -> the temp
+#: tables holding that population's counts; None = no sharing
+_SHARED: dict | None = None
+_NAMES = itertools.count()
+
+
+@contextlib.contextmanager
+def shared_population_counts(con):
+    """Inside the block, calls of :func:`count_cells` with the same population, events and grid share one count of
+    the population and its events (``np``, ``pe``): the part that reads the whole population. The tables read by
+    the SQL must not change inside the block; the counts are dropped at its end."""
+    global _SHARED
+    outer, _SHARED = _SHARED, {}
+    try:
+        yield
+    finally:
+        for names in _SHARED.values():
+            for t in names:
+                con.execute(f"DROP TABLE IF EXISTS {t}")
+        _SHARED = outer
+
+
+def _population_counts(con, pop: str, events: str, event_keys: list[str], pop_by_stratum: bool) -> tuple[str, str]:
+    """Temp tables ``(stratum, n)`` (reports per stratum) and ``(stratum, event, n)`` (reports with each grid
+    event) of ``pop``; reused inside :func:`shared_population_counts`. Needs ``_grid_events`` registered."""
+    key = (pop, events, tuple(event_keys), pop_by_stratum)
+    if _SHARED is not None and key in _SHARED:
+        return _SHARED[key]
+    i = next(_NAMES)
+    names = (f"_cells_np{i}", f"_cells_pe{i}")
+    s_pop = "stratum" if pop_by_stratum else "''"
+    con.execute(f"""CREATE TEMP TABLE _cells_p{i} AS SELECT DISTINCT report_id, {s_pop} AS stratum FROM ({pop})""")
+    con.execute(f"CREATE TEMP TABLE {names[0]} AS SELECT stratum, count(*) AS n FROM _cells_p{i} GROUP BY 1")
+    con.execute(f"""CREATE TEMP TABLE {names[1]} AS
+                    SELECT p.stratum, e.event, count(*) AS n
+                    FROM (SELECT DISTINCT report_id, event FROM ({events}) SEMI JOIN _grid_events USING (event)) e
+                    JOIN _cells_p{i} p USING (report_id) GROUP BY 1, 2""")
+    con.execute(f"DROP TABLE _cells_p{i}")
+    if _SHARED is not None:
+        _SHARED[key] = names
+    return names
 
 
 def count_cells(con, *, pop: str, exposed: str, excluded: str, events: str, drugs: list[str], event_keys: list[str],
@@ -38,15 +83,15 @@ def count_cells(con, *, pop: str, exposed: str, excluded: str, events: str, drug
     """
     con.register("_grid_drugs", pd.DataFrame({"drug": pd.Series(drugs, dtype=object)}))
     con.register("_grid_events", pd.DataFrame({"event": pd.Series(event_keys, dtype=object)}))
-    s_pop = "p.stratum" if pop_by_stratum else "''"
+    counts: tuple[str, ...] = ()
     try:
+        counts = t_np, t_pe = _population_counts(con, pop, events, event_keys, pop_by_stratum)
         df = con.execute(f"""
-            WITH p AS (SELECT DISTINCT report_id, {s_pop.replace('p.', '')} AS stratum FROM ({pop})),
-                 x AS (SELECT DISTINCT report_id, drug, stratum FROM ({exposed})),
+            WITH x AS (SELECT DISTINCT report_id, drug, stratum FROM ({exposed})),
                  z AS (SELECT DISTINCT report_id, drug, stratum FROM ({excluded})),
                  e AS (SELECT DISTINCT report_id, event FROM ({events}) SEMI JOIN _grid_events USING (event)),
-                 np AS (SELECT stratum, count(*) AS n FROM p GROUP BY 1),
-                 pe AS (SELECT p.stratum, e.event, count(*) AS n FROM e JOIN p USING (report_id) GROUP BY 1, 2),
+                 np AS (SELECT * FROM {t_np}),
+                 pe AS (SELECT * FROM {t_pe}),
                  nx AS (SELECT stratum, drug, count(*) AS n FROM x GROUP BY 1, 2),
                  nz AS (SELECT stratum, drug, count(*) AS n FROM z GROUP BY 1, 2),
                  ax AS (SELECT x.stratum, x.drug, e.event, count(*) AS n FROM x JOIN e USING (report_id) GROUP BY ALL),
@@ -66,6 +111,8 @@ def count_cells(con, *, pop: str, exposed: str, excluded: str, events: str, drug
             LEFT JOIN ax ON ax.stratum = g.stratum AND ax.drug = g.drug AND ax.event = g.event
             LEFT JOIN az ON az.stratum = g.stratum AND az.drug = g.drug AND az.event = g.event""").df()
     finally:
+        for t in counts if _SHARED is None else ():
+            con.execute(f"DROP TABLE IF EXISTS {t}")
         con.unregister("_grid_drugs")
         con.unregister("_grid_events")
     for col in ("a", "n_x", "c", "n_b"):

@@ -264,3 +264,32 @@ def test_no_exposed_report_still_gives_the_main_rows(analysed, config, tmp_path)
     assert len(main[main["pt"].isna()]) == len(sig_focus)
     assert set(main["n_total"]) == set(sig["n_total"])
     assert len(_read(d, "outcomes")) == 0 and len(_read(d, "onset")) == 0
+
+
+def test_shared_population_counts_are_per_population_and_dropped():
+    """Inside the block, calls with the same population share its counts, calls with another population do not;
+    the results equal unshared calls and no count table outlives the block."""
+    import duckdb
+
+    from pipeline.analyses.cells import count_cells, shared_population_counts
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE rpt AS SELECT range AS report_id, range % 3 = 0 AS hcp FROM range(60)")
+    con.execute("CREATE TABLE ev AS SELECT report_id, CASE WHEN report_id % 4 = 0 THEN 'e1' ELSE 'e2' END AS event "
+                "FROM rpt UNION ALL SELECT report_id, 'e1' FROM rpt WHERE report_id % 5 = 0")
+    con.execute("CREATE TABLE x AS SELECT report_id, 'k' AS drug, '' AS stratum FROM rpt WHERE report_id % 7 = 0")
+    x_hcp = "SELECT report_id, drug, stratum FROM x JOIN rpt USING (report_id) WHERE hcp"
+    common = dict(events="SELECT * FROM ev", drugs=["k"], event_keys=["e1", "e2"])
+    calls = [dict(pop="SELECT report_id FROM rpt", exposed="SELECT * FROM x", excluded="SELECT * FROM x", **common),
+             dict(pop="SELECT report_id FROM rpt WHERE hcp", exposed=x_hcp, excluded=x_hcp, **common)]
+    alone = [count_cells(con, **c) for c in calls]
+    tables = lambda: {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}  # noqa: E731
+    before = tables()
+    with shared_population_counts(con):
+        shared = [count_cells(con, **c) for c in calls + calls]
+        assert len(tables() - before) == 4  # two populations, two count tables each
+    assert tables() == before
+    for got, want in zip(shared, alone + alone):
+        pd.testing.assert_frame_equal(got, want)
+    # the second population is a third of the first: its cells differ
+    assert alone[0]["n_total"].iloc[0] == 60 and alone[1]["n_total"].iloc[0] == 20
