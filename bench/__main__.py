@@ -47,12 +47,14 @@ def main(argv: list[str]) -> int:
     for name in wanted:
         print(f"== bench {name}", flush=True)
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "bench", "--child", name, *options],
-                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        lines = proc.stdout.splitlines()
-        for line in lines:
-            if not line.startswith("BENCH-RESULT "):
-                print("   " + line)
+        lines = []
+        # streamed, so an hour-long history bench shows each step as it ends
+        with subprocess.Popen([sys.executable, "-m", "bench", "--child", name, *options], stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}) as proc:
+            for line in proc.stdout:
+                lines.append(line.rstrip("\n"))
+                if not line.startswith("BENCH-RESULT "):
+                    print("   " + lines[-1], flush=True)
         found = [json.loads(line[len("BENCH-RESULT "):]) for line in lines if line.startswith("BENCH-RESULT ")]
         res = found[-1] if found else {"error": f"exit {proc.returncode}"}
         res["wall_s"] = round(time.perf_counter() - t0, 2)
