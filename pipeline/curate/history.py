@@ -28,7 +28,6 @@ import contextlib
 import duckdb
 import pyarrow as pa
 
-from pipeline.settings import Config
 
 VERSIONS = pa.schema([
     ("report_id", pa.int64()), ("version_id", pa.int64()), ("primaryid", pa.int64()),
