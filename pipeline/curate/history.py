@@ -138,7 +138,8 @@ def split_children(con: duckdb.DuckDBPyConnection) -> None:
     for table, hist in (("report_ingredients", "hist_ingredients"), ("report_pts", "hist_pts")):
         con.execute(f"""CREATE OR REPLACE TEMP TABLE {hist} AS
                         SELECT -report_id AS version_id, * EXCLUDE (report_id) FROM {table} WHERE NOT ({FINAL})""")
-        con.execute(f"DELETE FROM {table} WHERE NOT ({FINAL})")  # marks rows; copying the final ones costs more
+        # a copy, not DELETE: deleted rows keep their memory, and at full scale curate then ran out of it
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM {table} WHERE {FINAL}")
 
 
 def finish(con: duckdb.DuckDBPyConnection, exclude_flagged_duplicates: bool) -> None:
