@@ -138,7 +138,7 @@ def split_children(con: duckdb.DuckDBPyConnection) -> None:
     for table, hist in (("report_ingredients", "hist_ingredients"), ("report_pts", "hist_pts")):
         con.execute(f"""CREATE OR REPLACE TEMP TABLE {hist} AS
                         SELECT -report_id AS version_id, * EXCLUDE (report_id) FROM {table} WHERE NOT ({FINAL})""")
-        # a copy, not DELETE: deleted rows keep their memory, and at full scale curate then ran out of it
+        # a copy, not DELETE: deleted rows keep their memory (a full-scale curate with DELETE ran out of it)
         con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM {table} WHERE {FINAL}")
 
 
