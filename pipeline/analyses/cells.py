@@ -46,6 +46,11 @@ def shared_population_counts(con):
         _SHARED = outer
 
 
+def _grid_events_sql(events: str) -> str:
+    """SQL of the distinct (report_id, event) rows of ``events`` whose event is on the grid (``_grid_events``)."""
+    return f"SELECT DISTINCT report_id, event FROM ({events}) SEMI JOIN _grid_events USING (event)"
+
+
 def _population_counts(con, pop: str, events: str, event_keys: list[str], pop_by_stratum: bool) -> tuple[str, str]:
     """Temp tables ``(stratum, n)`` (reports per stratum) and ``(stratum, event, n)`` (reports with each grid
     event) of ``pop``; reused inside :func:`shared_population_counts`. Needs ``_grid_events`` registered."""
@@ -59,7 +64,7 @@ def _population_counts(con, pop: str, events: str, event_keys: list[str], pop_by
     con.execute(f"CREATE TEMP TABLE {names[0]} AS SELECT stratum, count(*) AS n FROM _cells_p{i} GROUP BY 1")
     con.execute(f"""CREATE TEMP TABLE {names[1]} AS
                     SELECT p.stratum, e.event, count(*) AS n
-                    FROM (SELECT DISTINCT report_id, event FROM ({events}) SEMI JOIN _grid_events USING (event)) e
+                    FROM ({_grid_events_sql(events)}) e
                     JOIN _cells_p{i} p USING (report_id) GROUP BY 1, 2""")
     con.execute(f"DROP TABLE _cells_p{i}")
     if _SHARED is not None:
@@ -89,7 +94,7 @@ def count_cells(con, *, pop: str, exposed: str, excluded: str, events: str, drug
         df = con.execute(f"""
             WITH x AS (SELECT DISTINCT report_id, drug, stratum FROM ({exposed})),
                  z AS (SELECT DISTINCT report_id, drug, stratum FROM ({excluded})),
-                 e AS (SELECT DISTINCT report_id, event FROM ({events}) SEMI JOIN _grid_events USING (event)),
+                 e AS ({_grid_events_sql(events)}),
                  np AS (SELECT * FROM {t_np}),
                  pe AS (SELECT * FROM {t_pe}),
                  nx AS (SELECT stratum, drug, count(*) AS n FROM x GROUP BY 1, 2),
