@@ -96,15 +96,13 @@ def collapse(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
                coalesce(caseversion_int, CASE WHEN era = 'laers' THEN 0 END) AS caseversion,
                fda_dt_date AS fda_dt, init_fda_dt_date AS init_fda_dt, quarter, source_line, hash({text_cols}) AS h
         FROM raw_demo WHERE NOT ({_bad_key_sql('DEMO')})""")
-    # 2: exact duplicates (the hash is only compared within one (caseid, primaryid), so a collision is moot)
+    # 2 + 3 in one window: the latest quarter's row of each (caseid, primaryid); exact duplicates (same hash) only
+    # need counting, since their latest copy is the one the window keeps anyway (the hash is only compared within
+    # one (caseid, primaryid), so a collision is moot); within one quarter conflicting rows are ordered by content
     con.execute("""
-        CREATE OR REPLACE TEMP TABLE v_exact AS SELECT * EXCLUDE (init_fda_dt) FROM demo_valid
-        QUALIFY row_number() OVER (PARTITION BY caseid, primaryid, h ORDER BY quarter DESC, source_line DESC) = 1""")
-    # 3: re-shipped primaryid -> latest quarter; within one quarter conflicting rows are ordered by content
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE v_reship AS SELECT * FROM v_exact
+        CREATE OR REPLACE TEMP TABLE v_reship AS SELECT * EXCLUDE (init_fda_dt) FROM demo_valid
         QUALIFY row_number() OVER (PARTITION BY caseid, primaryid
-                                   ORDER BY quarter DESC, fda_dt DESC NULLS LAST, h DESC) = 1""")
+                                   ORDER BY quarter DESC, fda_dt DESC NULLS LAST, h DESC, source_line DESC) = 1""")
     # 4: deleted caseids, every list of every quarter
     con.execute("""
         CREATE OR REPLACE TEMP TABLE deleted_ids AS
@@ -129,11 +127,12 @@ def collapse(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
                END AS wt_kg
         FROM v_latest v JOIN raw_demo d ON d.quarter = v.quarter AND d.source_line = v.source_line""")
     counts = {}
-    for name, table in (("raw", "raw_demo"), ("valid_keys", "demo_valid"), ("exact", "v_exact"),
+    for name, table in (("raw", "raw_demo"), ("valid_keys", "demo_valid"),
+                        ("exact", "(SELECT DISTINCT caseid, primaryid, h FROM demo_valid)"),
                         ("reship", "v_reship"), ("live", "v_live"), ("kept", "kept")):
         counts[name] = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
     counts["deleted_caseids"] = con.execute("SELECT count(*) FROM deleted_ids").fetchall()[0][0]
-    for t in ("v_exact", "v_reship", "v_live", "v_latest"):
+    for t in ("v_reship", "v_live", "v_latest"):
         con.execute(f"DROP TABLE {t}")
     return counts
 
