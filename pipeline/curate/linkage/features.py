@@ -28,47 +28,30 @@ def build_records(con) -> int:
     """
     roles = ", ".join(f"'{r}'" for r in SUSPECT_ROLES)
     unknown = ", ".join(f"'{c}'" for c in _UNKNOWN_COUNTRY)
-    # codes first: the DISTINCT and the list aggregation then run on integers, not on text (at the whole
-    # history this step spilled); a code is the value's rank by the number of reports holding it, then by value
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE lk_dict_sus AS
-        SELECT v, (row_number() OVER (ORDER BY v) - 1)::INTEGER AS k FROM (
-            SELECT DISTINCT ingredient AS v FROM report_ingredients
-            WHERE role_cod IN ({roles}) AND ingredient IS NOT NULL AND ingredient <> '')""")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE lk_si AS
-        SELECT DISTINCT i.report_id, d.k FROM report_ingredients i JOIN lk_dict_sus d ON d.v = i.ingredient
-        WHERE i.role_cod IN ({roles})""")
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE lk_dict_pts AS
-        SELECT v, (row_number() OVER (ORDER BY v) - 1)::INTEGER AS k FROM (SELECT DISTINCT pt_key AS v FROM report_pts)""")
+        SELECT DISTINCT report_id, ingredient AS v FROM report_ingredients
+        WHERE role_cod IN ({roles}) AND ingredient IS NOT NULL AND ingredient <> ''""")
     con.execute("""
         CREATE OR REPLACE TEMP TABLE lk_pi AS
-        SELECT DISTINCT p.report_id, d.k FROM report_pts p JOIN lk_dict_pts d ON d.v = p.pt_key
-        SEMI JOIN lk_si USING (report_id)""")
+        SELECT DISTINCT p.report_id, p.pt_key AS v FROM report_pts p SEMI JOIN lk_si USING (report_id)""")
     con.execute("DELETE FROM lk_si WHERE report_id NOT IN (SELECT report_id FROM lk_pi)")
     n = con.execute("SELECT count(DISTINCT report_id) FROM lk_si").fetchall()[0][0]
     for t in ("sus", "pts"):
         src = "lk_si" if t == "sus" else "lk_pi"
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE lk_code_{t} AS
-            SELECT f.k, d.v, (row_number() OVER (ORDER BY f.n, d.v) - 1)::INTEGER AS code
-            FROM (SELECT k, count(*) AS n FROM {src} GROUP BY k) f JOIN lk_dict_{t} d USING (k)""")
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE lk_s AS
-        SELECT report_id, list_sort(list(c.code)) AS sus, min(c.v) AS sus1, count(*)::INTEGER AS sus_n,
-               bit_or((1::UBIGINT << (c.code % 64))::UBIGINT) AS sus_m
-        FROM lk_si i JOIN lk_code_sus c USING (k) GROUP BY report_id""")
-    con.execute("DROP TABLE lk_si")
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE lk_p AS
-        SELECT report_id, list_sort(list(c.code)) AS pts, count(*)::INTEGER AS pts_n,
-               bit_or((1::UBIGINT << (c.code % 64))::UBIGINT) AS pts_m
-        FROM lk_pi i JOIN lk_code_pts c USING (k) GROUP BY report_id""")
-    con.execute("DROP TABLE lk_pi")
+            SELECT v, (row_number() OVER (ORDER BY count(*), v) - 1)::INTEGER AS code
+            FROM {src} GROUP BY v""")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE lk_rec AS
-        WITH r AS (SELECT report_id, trim(event_dt) AS ev0, age_years, sex, upper(trim(reporter_country)) AS c0,
+        WITH s AS (SELECT report_id, list_sort(list(c.code)) AS sus, min(i.v) AS sus1,
+                          count(*)::INTEGER AS sus_n, bit_or((1::UBIGINT << (c.code % 64))::UBIGINT) AS sus_m
+                   FROM lk_si i JOIN lk_code_sus c USING (v) GROUP BY report_id),
+             p AS (SELECT report_id, list_sort(list(c.code)) AS pts,
+                          count(*)::INTEGER AS pts_n, bit_or((1::UBIGINT << (c.code % 64))::UBIGINT) AS pts_m
+                   FROM lk_pi i JOIN lk_code_pts c USING (v) GROUP BY report_id),
+             r AS (SELECT report_id, trim(event_dt) AS ev0, age_years, sex, upper(trim(reporter_country)) AS c0,
                           wt_kg, nullif(mfr_num, '') AS mfr_num, nullif(mfr_sndr, '') AS sndr,
                           coalesce(init_fda_dt, fda_dt) AS rcv
                    FROM rep)
@@ -87,8 +70,8 @@ def build_records(con) -> int:
                s.sus, p.pts, s.sus1, hash(s.sus) AS sus_h, hash(p.pts) AS pts_h,
                s.sus_n, p.pts_n, s.sus_m, p.pts_m, CASE WHEN r.sndr IS NOT NULL THEN hash(r.sndr) END AS sndr_h,
                CASE WHEN r.mfr_num IS NOT NULL THEN hash(r.mfr_num) END AS mfr_h
-        FROM r JOIN lk_s s USING (report_id) JOIN lk_p p USING (report_id)""")
-    for t in ("lk_s", "lk_p", "lk_code_sus", "lk_code_pts", "lk_dict_sus", "lk_dict_pts"):
+        FROM r JOIN s USING (report_id) JOIN p USING (report_id)""")
+    for t in ("lk_si", "lk_pi", "lk_code_sus", "lk_code_pts"):
         con.execute(f"DROP TABLE {t}")
     # term frequencies: one small table per column, joined onto the records once (pairs then read them for free);
     # stored in report_id order, so a range of report ids is a few row groups (see comparisons.compare)
