@@ -150,3 +150,48 @@ def test_stratified_expected_counts_in_equals_brute_force_whatever_the_chunk():
         assert _relations(con) == before
     finally:
         con.close()
+
+
+def test_shared_distinct_rows_are_made_once_per_relation_and_dropped():
+    """Inside ``shared_distinct`` the counts and the stratum margins of one relation read one table of its distinct
+    rows (one per relation and column, another connection keeps its own); the results equal unshared calls and
+    no table outlives the block."""
+    from pipeline.stats.counting_sql import shared_distinct
+
+    exp, pt, grp = _rows(13)
+    con = _caller(exp, pt, grp)
+    stratum = pd.DataFrame({"report_id": range(600), "stratum": [("F", "M", None)[r % 3] for r in range(600)]})
+    con.register("strata_df", stratum)
+    pairs = pd.DataFrame([(d, e) for d in "ABCZ" for e in ["e1", "e7", "G:x", "e99"]], columns=["drug", "event"])
+    ev_sql = "SELECT report_id, event FROM my_pt UNION ALL SELECT report_id, event FROM my_grp"
+
+    def both():
+        counts = count_pairs_in(con, "my_exp", ev_sql, n_total=600).to_pandas()
+        return counts, stratified_expected_counts_in(con, "my_exp", ev_sql, "strata_df", pairs)[0]
+
+    other = duckdb.connect()
+    try:
+        before = _relations(con)
+        alone = both()
+        with shared_distinct(con):
+            shared = both()
+            made = set(_relations(con)) - set(before)
+            assert len(made) == 2 and all(t.startswith("cnt_shared_") for t in made)  # drug rows, event rows
+            again = both()
+            assert set(_relations(con)) - set(before) == made
+            # another connection inside the block counts on its own and is left clean
+            other.register("exp_df", exp)
+            other.register("pt_df", pt)
+            count_pairs_in(other, "SELECT * FROM exp_df", "SELECT * FROM pt_df", n_total=600)
+            assert _relations(other) == ["exp_df", "pt_df"]
+        assert _relations(con) == before
+        for got in (shared, again):
+            pd.testing.assert_frame_equal(got[0], alone[0])
+            assert np.array_equal(got[1], alone[1])
+        want = _brute_stratified(exp.dropna(), pd.concat([pt, grp]), dict(zip(stratum.report_id,
+                                                                              stratum.stratum.astype(str))), pairs)
+        np.testing.assert_allclose(alone[1], want, rtol=1e-12, atol=0)
+        assert (alone[1] > 0).sum() >= 8
+    finally:
+        con.close()
+        other.close()
