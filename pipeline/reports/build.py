@@ -38,7 +38,6 @@ from pipeline.reports.params import REPORT_VERSION, curated_inputs, resolve_para
 from pipeline.reports.publish import ReportTables, latest_report_dir
 from pipeline.reports.scoring import (GROUP_PREFIX, all_pairs_table, fit_prior, focus_rows,
                                       score, signals_table)
-from pipeline.stats.counting_sql import shared_distinct
 from pipeline.vocabulary import FAMILY, SUBSTANCES
 
 log = logging.getLogger("pipeline.reports")
@@ -119,11 +118,10 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
         steps.next("load")
         pop = population.register_population(con, cur, config, params)
         steps.next("background", f"{pop.n_total:,} reports in the analysis population")
-        with shared_distinct(con):  # the prior's stratum margins read the background's distinct rows again
-            bg = population.background(pop, params)
-            steps.next(f"MGPS fit ({params['mgps_likelihood']})",
-                       f"{bg.counts.num_rows:,} ingredient x PT pairs with a >= 1")
-            prior = fit_prior(bg, population.mgps_strata(pop, cur, config, params), params["mgps_likelihood"])
+        bg = population.background(pop, params)
+        steps.next(f"MGPS fit ({params['mgps_likelihood']})",
+                   f"{bg.counts.num_rows:,} ingredient x PT pairs with a >= 1")
+        prior = fit_prior(bg, population.mgps_strata(pop, cur, config, params), params["mgps_likelihood"])
         steps.next("statistics")
         all_pairs = all_pairs_table(prior, config)
         signals = signals_table(population.focus_counts(pop, params, prior.strata), population.indication_counts(pop),

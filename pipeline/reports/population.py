@@ -25,7 +25,6 @@ from pipeline.errors import PipelineError
 from pipeline.layout import DataDir
 from pipeline.reports.dating import CUTOFF_RULE, FROM_RULE
 from pipeline.reports.scoring import DICT_STRING, GROUP_PREFIX
-from pipeline.stats.counting_sql import shared_distinct
 from pipeline.vocabulary import FAMILY
 
 FUNNEL_SCHEMA = pa.schema([("step", pa.int64()), ("stage", DICT_STRING), ("name", pa.string()),
@@ -209,11 +208,6 @@ def mgps_strata(pop: Population, cur: Path, config, params: dict) -> dict:
 def focus_counts(pop: Population, params: dict, strata: dict) -> pd.DataFrame:
     """Counts for the full focus grid: every focus substance x every PT and every PT group (a = 0 included),
     with the stratified ``expected`` when ``strata`` has columns."""
-    with shared_distinct(pop.con):  # the stratum margins read the focus counts' distinct rows again
-        return _focus_counts(pop, params, strata)
-
-
-def _focus_counts(pop: Population, params: dict, strata: dict) -> pd.DataFrame:
     exposures = f"SELECT report_id, drug FROM {pop.focus_exposures}"
     pairs = count_in_population(pop, exposures, pop.all_events()).to_pandas()[["drug", "event", "a"]]
     n_drug = dict(pop.con.execute(f"SELECT drug, count(*) FROM {pop.focus_exposures} GROUP BY 1").fetchall())

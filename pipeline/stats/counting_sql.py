@@ -25,8 +25,8 @@ from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["count_pairs_in", "stratified_expected_in", "stratified_expected_counts_in", "shared_distinct",
-           "MIN_STRATUM_REPORTS", "COUNT_COLUMNS"]
+__all__ = ["count_pairs_in", "stratified_expected_in", "stratified_expected_counts_in", "MIN_STRATUM_REPORTS",
+           "COUNT_COLUMNS"]
 
 COUNT_COLUMNS = ("drug", "event", "a", "n_drug", "n_event", "n_total")
 MIN_STRATUM_REPORTS = 50
@@ -81,44 +81,6 @@ class _Scratch:
                 self.con.unregister(v)
 
 
-#: while :func:`shared_distinct` is active: its connection and (relation, column) -> the temp table of the distinct
-#: (report_id, column) rows; None = every call makes its own
-_SHARED: dict | None = None
-
-
-@contextlib.contextmanager
-def shared_distinct(con):
-    """Inside the block, calls on ``con`` that read the distinct ``(report_id, value)`` rows of the same relation
-    (the counts of :func:`count_pairs_in` with ``n_total``, the stratum margins of
-    :func:`stratified_expected_counts_in`) make them once: at the whole history each is a scan and de-duplication
-    of tens of millions of rows. The relations must not change inside the block; the tables are dropped at its
-    end."""
-    global _SHARED
-    outer, _SHARED = _SHARED, {"con": con, "tables": {}}
-    try:
-        yield
-    finally:
-        with contextlib.suppress(Exception):  # after a failure the first error is the one to report
-            for t in _SHARED["tables"].values():
-                con.execute(f"DROP TABLE IF EXISTS {t}")
-        _SHARED = outer
-
-
-def _distinct(s: _Scratch, name: str, relation: str, col: str) -> str:
-    """The temp table of the distinct ``(report_id, col)`` rows of ``relation`` with ``col`` not null (text):
-    shared inside :func:`shared_distinct`, else one of ``s``."""
-    sql = (f"SELECT DISTINCT report_id, CAST({col} AS VARCHAR) AS {col} FROM {_rel(relation)} "
-           f"WHERE {col} IS NOT NULL")
-    if _SHARED is None or _SHARED["con"] is not s.con:
-        return s.create(name, sql)
-    key = (relation, col)
-    if key not in _SHARED["tables"]:
-        table = f"cnt_shared_{uuid.uuid4().hex[:10]}"
-        s.con.execute(f"CREATE TEMP TABLE {table} AS {sql}")
-        _SHARED["tables"][key] = table
-    return _SHARED["tables"][key]
-
-
 def count_pairs_in(con, exposures: str | None, events: str | None, *, n_total: int | None = None,
                    strata: str | None = None, strata_cols: tuple[str, ...] = (), rows: str | None = None
                    ) -> pa.Table:
@@ -154,7 +116,6 @@ def count_pairs_in(con, exposures: str | None, events: str | None, *, n_total: i
             s.create("e", f"SELECT DISTINCT report_id, drug FROM {s.r}")
             s.create("v", f"SELECT DISTINCT report_id, event FROM {s.r}")
             total = con.execute(f"SELECT count(DISTINCT report_id) FROM {s.r}").fetchall()[0][0]
-            e, v = s.e, s.v
         elif n_total is None:  # the universe: reports with a drug and an event
             s.create("e", f"""SELECT DISTINCT report_id, CAST(drug AS VARCHAR) AS drug FROM {_rel(exposures)}
                               WHERE drug IS NOT NULL AND report_id IN
@@ -162,22 +123,24 @@ def count_pairs_in(con, exposures: str | None, events: str | None, *, n_total: i
             s.create("v", f"""SELECT DISTINCT report_id, CAST(event AS VARCHAR) AS event FROM {_rel(events)}
                               WHERE event IS NOT NULL AND report_id IN (SELECT report_id FROM {s.e})""")
             total = con.execute(f"SELECT count(DISTINCT report_id) FROM {s.e}").fetchall()[0][0]
-            e, v = s.e, s.v
         else:
-            e, v = _distinct(s, "e", exposures, "drug"), _distinct(s, "v", events, "event")
+            s.create("e", f"""SELECT DISTINCT report_id, CAST(drug AS VARCHAR) AS drug FROM {_rel(exposures)}
+                              WHERE drug IS NOT NULL""")
+            s.create("v", f"""SELECT DISTINCT report_id, CAST(event AS VARCHAR) AS event FROM {_rel(events)}
+                              WHERE event IS NOT NULL""")
             total = int(n_total)
             if total < 0:
                 raise PipelineError(f"n_total must be non-negative, got {total}")
-        s.create("nd", f"SELECT drug, count(*)::BIGINT AS n_drug FROM {e} GROUP BY drug")
-        s.create("ne", f"SELECT event, count(*)::BIGINT AS n_event FROM {v} GROUP BY event")
+        s.create("nd", f"SELECT drug, count(*)::BIGINT AS n_drug FROM {s.e} GROUP BY drug")
+        s.create("ne", f"SELECT event, count(*)::BIGINT AS n_event FROM {s.v} GROUP BY event")
         if rows is not None:  # pairs as the rows give them (openEBGM processRaw, pvda)
             s.create("p", f"SELECT drug, event, count(*)::BIGINT AS a FROM {s.r} GROUP BY drug, event")
         else:  # every drug of a report with every event of the report
             s.create("p", f"""SELECT e.drug, v.event, count(*)::BIGINT AS a
-                              FROM {e} e JOIN {v} v USING (report_id) GROUP BY e.drug, v.event""")
+                              FROM {s.e} e JOIN {s.v} v USING (report_id) GROUP BY e.drug, v.event""")
         if n_total is not None:
             worst = con.execute(f"""SELECT greatest((SELECT max(n_drug) FROM {s.nd}), (SELECT max(n_event) FROM {s.ne}),
-                                    (SELECT count(DISTINCT report_id) FROM {e}))""").fetchall()[0][0]
+                                    (SELECT count(DISTINCT report_id) FROM {s.e}))""").fetchall()[0][0]
             if worst is not None and worst > total:
                 raise PipelineError(f"n_total={total} is smaller than a margin or the number of exposed reports "
                                     f"({worst})")
@@ -315,10 +278,10 @@ def _margins(s: _Scratch, relation: str, col: str, keys: pd.Index, n_strata: int
     # positions, not names, come back: the (key, stratum) cells of a whole history are millions of rows
     wanted = s.register(f"{col}_keys", pa.table({"key": pa.array(list(keys), pa.string()),
                                                  "k": pa.array(np.arange(len(keys), dtype=np.int64))}))
-    rows = _distinct(s, f"{col}_rows", relation, col)
     got = s.con.execute(f"""
         SELECT w.k, coalesce(lv.i, -1) AS s, count(*)::BIGINT AS n
-        FROM (SELECT report_id, {col} AS key FROM {rows} WHERE {col} IN (SELECT key FROM {wanted})) x
+        FROM (SELECT DISTINCT report_id, CAST({col} AS VARCHAR) AS key FROM {_rel(relation)}
+              WHERE CAST({col} AS VARCHAR) IN (SELECT key FROM {wanted})) x
         JOIN {wanted} w USING (key) LEFT JOIN {s.st} st USING (report_id) LEFT JOIN {s.lv} lv USING (stratum)
         GROUP BY ALL""").fetchnumpy()
     k, st, n = (np.asarray(got[c], dtype=np.int64) for c in ("k", "s", "n"))
