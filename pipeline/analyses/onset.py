@@ -91,7 +91,8 @@ def reading(lo: float, hi: float) -> str | None:
 
 
 def onset_days(con, base: Base) -> pd.DataFrame:
-    """One row per (drug, pt_group event, report in a) with ``onset`` days (NaN when a date is missing)."""
+    """One row per (drug, pt_group event, report in a) with ``onset`` days (NaN when a date is missing), ordered by
+    drug, event and report."""
     if not base.has("report_substance_drugs", "report_therapies"):
         return pd.DataFrame(columns=["drug", "event", "report_id", "onset"])
     groups = [base.group_prefix + g for g in base.groups]
@@ -106,7 +107,8 @@ def onset_days(con, base: Base) -> pd.DataFrame:
                     JOIN {base.read('report_therapies')} t ON t.report_id = s.report_id AND t.drug_seq = s.drug_seq
                     GROUP BY 1, 2)
         SELECT a.drug, a.event, a.report_id, date_diff('day', st.start_date, r.event_date)::DOUBLE AS onset
-        FROM a JOIN an_rpt r USING (report_id) LEFT JOIN st USING (drug, report_id)""").df()
+        FROM a JOIN an_rpt r USING (report_id) LEFT JOIN st USING (drug, report_id)
+        ORDER BY a.drug, a.event, a.report_id""").df()  # in a fixed order: the Weibull fit's sums then are too
 
 
 def onset(con, base: Base, config) -> tuple[pd.DataFrame, dict]:
