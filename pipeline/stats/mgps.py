@@ -292,6 +292,11 @@ def _component(alpha: float, mu: float, d: _Data, need_trunc: bool):
         return logf, dla, dlm, logS, dS_a / S, dS_m / S
 
 
+#: cap of the exponent in the mixing weight's gradient: e^600 times the summed weights of any real table stays far
+#: below the float64 maximum (e^709.8), so the gradient is a huge but finite slope and its sum cannot overflow
+_EXP_CAP = 600.0
+
+
 def _negll_x(x, d: _Data, likelihood: str) -> tuple[float, np.ndarray]:
     """−log-likelihood and its gradient with respect to x = (log α1, log μ1, log α2, log μ2, P)."""
     a1, m1, a2, m2 = (math.exp(float(v)) for v in x[:4])
@@ -310,7 +315,7 @@ def _negll_x(x, d: _Data, likelihood: str) -> tuple[float, np.ndarray]:
         r2 = np.exp(lq + l2 - lm)
         # ∂/∂P = (f1 − f2)/mixture; finite even at P = 0 or 1 (exponent capped: a huge slope is still a slope)
         grads = [r1 * da1, r1 * dm1, r2 * da2, r2 * dm2,
-                 np.exp(np.minimum(l1 - lm, 700.0)) - np.exp(np.minimum(l2 - lm, 700.0))]
+                 np.exp(np.minimum(l1 - lm, _EXP_CAP)) - np.exp(np.minimum(l2 - lm, _EXP_CAP))]
         ll = lm
         if likelihood == "conditional":
             ld = np.logaddexp(lp + s1, lq + s2)
@@ -320,7 +325,7 @@ def _negll_x(x, d: _Data, likelihood: str) -> tuple[float, np.ndarray]:
             grads[1] = grads[1] - t1 * dsm1
             grads[2] = grads[2] - t2 * dsa2
             grads[3] = grads[3] - t2 * dsm2
-            grads[4] = grads[4] - (np.exp(np.minimum(s1 - ld, 700.0)) - np.exp(np.minimum(s2 - ld, 700.0)))
+            grads[4] = grads[4] - (np.exp(np.minimum(s1 - ld, _EXP_CAP)) - np.exp(np.minimum(s2 - ld, _EXP_CAP)))
             ll = lm - ld
     w = d.w
     # plain reductions, not BLAS dot: BLAS threads cost more than they give on a busy box

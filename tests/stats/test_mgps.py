@@ -385,3 +385,22 @@ def test_ebgm_can_lie_outside_eb05_eb95():
     assert 0.01 < post["qn"][0] < 0.05
     assert post["ebgm"][0] == pytest.approx(gm, rel=1e-8) and post["eb95"][0] == pytest.approx(q95, rel=1e-8)
     assert gm > q95 and post["ebgm"][0] > post["eb95"][0]
+
+
+@pytest.mark.parametrize("likelihood", ["openebgm", "conditional", "zero-inclusive"])
+def test_gradient_stays_finite_where_one_component_is_astronomically_better(likelihood):
+    """At P = 0 with cells that component 1 explains e^1000 times better than the point mass of component 2, the
+    slope in P is huge: it must stay a finite number (its weighted sum overflowed to inf before, and the optimiser
+    then stopped a start early) and point towards P > 0, without a floating-point warning."""
+    import warnings
+
+    from pipeline.stats.mgps import _negll_x
+
+    n = np.full(1000, 500.0)
+    d = _Data(n, np.ones_like(n), np.full(n.size, 1e3), 0 if likelihood == "zero-inclusive" else 1)
+    x = np.array([0.0, np.log(400.0), 30.0, 0.0, 0.0])  # component 1: mean 400; component 2: λ = 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value, g = _negll_x(x, d, likelihood)
+    assert np.isfinite(value) and np.all(np.isfinite(g))
+    assert g[4] < -1e250  # −log L falls steeply as P leaves 0
