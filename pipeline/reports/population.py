@@ -115,9 +115,11 @@ def register_population(con, cur: Path, config, params: dict) -> Population:
         fam = ", ".join(sql_str(s) for s in config.substances)
         parts.append(f"SELECT DISTINCT report_id, '{FAMILY}' AS drug FROM ing WHERE substance IN ({fam})")
     con.execute("CREATE TEMP TABLE focus_exp AS " + " UNION ALL ".join(parts))
+    # curated report_pts has one row per (report, pt_key) (a critical curated expectation) and pt follows pt_key:
+    # the rows are distinct (report, event) without a DISTINCT over the whole history's ~50 M rows
     con.execute(f"""
         CREATE TEMP TABLE evt AS
-        SELECT DISTINCT p.report_id, p.pt AS event, p.pt_key, p.is_indication FROM read_parquet({sql_str(cur / 'report_pts.parquet')}) p
+        SELECT p.report_id, p.pt AS event, p.pt_key, p.is_indication FROM read_parquet({sql_str(cur / 'report_pts.parquet')}) p
         SEMI JOIN pop USING (report_id)""")
     groups = pt_groups_frame(config).to_pandas()
     groups = groups[groups["pt_group"].isin(params["pt_groups"])]
@@ -152,10 +154,11 @@ def _read_json(path: Path) -> dict:
 
 def count_in_population(pop: Population, exposures: str, events: str) -> pa.Table:
     """``stats.count_pairs`` on relations of ``pop.con`` with the universe = the analysis population (``n_total``
-    reports, every one with a PT); only the per-pair counts leave DuckDB."""
+    reports, every one with a PT); only the per-pair counts leave DuckDB. ``exposures`` and ``events`` are distinct
+    rows (as every relation of :class:`Population`)."""
     from pipeline.stats.counting_sql import count_pairs_in
 
-    return count_pairs_in(pop.con, exposures, events, n_total=pop.n_total)
+    return count_pairs_in(pop.con, exposures, events, n_total=pop.n_total, distinct=True)
 
 
 @dataclass(frozen=True)
@@ -209,7 +212,10 @@ def focus_counts(pop: Population, params: dict, strata: dict) -> pd.DataFrame:
     """Counts for the full focus grid: every focus substance x every PT and every PT group (a = 0 included),
     with the stratified ``expected`` when ``strata`` has columns."""
     exposures = f"SELECT report_id, drug FROM {pop.focus_exposures}"
-    pairs = count_in_population(pop, exposures, pop.all_events()).to_pandas()[["drug", "event", "a"]]
+    # a only: the margins come from the whole population below; the join starts from the few focus reports
+    pairs = pop.con.sql(f"""SELECT f.drug, e.event, count(*)::BIGINT AS a
+                            FROM {pop.focus_exposures} f JOIN ({pop.all_events()}) e USING (report_id)
+                            GROUP BY 1, 2""").df()
     n_drug = dict(pop.con.execute(f"SELECT drug, count(*) FROM {pop.focus_exposures} GROUP BY 1").fetchall())
     n_event = pop.con.sql(f"""SELECT event, count(*)::BIGINT AS n_event FROM {pop.events} GROUP BY 1
                               UNION ALL SELECT event, count(*)::BIGINT FROM {pop.group_events} GROUP BY 1""").df()

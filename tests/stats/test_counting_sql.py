@@ -88,6 +88,21 @@ def test_count_pairs_in_equals_brute_force_and_the_arrow_path():
         con.close()
 
 
+def test_distinct_relations_are_read_as_they_are_with_the_same_counts():
+    exp, pt, _ = _rows(11)
+    con = _caller(exp, pt, pt)
+    con.execute("CREATE TEMP TABLE d_exp AS SELECT DISTINCT report_id, drug FROM my_exp WHERE drug IS NOT NULL")
+    con.execute("CREATE TEMP TABLE d_pt AS SELECT DISTINCT report_id, event FROM my_pt")
+    before = _relations(con)
+    try:
+        got = count_pairs_in(con, "d_exp", "SELECT report_id, event FROM d_pt", n_total=600, distinct=True)
+        assert as_dict(got) == _brute_given_total(exp, pt, 600)
+        assert got.equals(count_pairs_in(con, "my_exp", "my_pt", n_total=600))
+        assert _relations(con) == before  # its views are gone too
+    finally:
+        con.close()
+
+
 def test_count_pairs_in_with_rows_and_strata_equals_the_arrow_path():
     exp, pt, _ = _rows(5)
     rows = exp.dropna().merge(pt, on="report_id").drop_duplicates().head(1500)
