@@ -126,6 +126,7 @@ def build_report(data_dir: DataDir | str | os.PathLike, config, *, progress: boo
         all_pairs = all_pairs_table(prior, config)
         signals = signals_table(population.focus_counts(pop, params, prior.strata), population.indication_counts(pop),
                                 prior, config, params)
+        population.release_margins(prior.strata)
         extra = analyses.run_all(con, cur, config, params, GROUP_PREFIX, main=pop)
         steps.next("trend", f"{len(signals):,} focus rows, {len(all_pairs):,} background rows; analyses "
                    + ", ".join(f"{k} {v:.1f}s" for k, v in extra.timings_s.items()))

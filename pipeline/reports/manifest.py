@@ -208,7 +208,7 @@ def compose(*, run_id: str, created_at, data_dir: DataDir, inputs: CuratedInputs
                                "ingredient x PT cells also scores the substance (family included) x PT-group "
                                "rows",
                  "ebgm_outside_eb05_eb95": {"signals": count_outside(signals), "all_pairs": count_outside(all_pairs)},
-                 "strata": {k: v for k, v in prior.strata.items() if k != "relation"},
+                 "strata": {k: v for k, v in prior.strata.items() if k not in ("relation", "margins")},
                  "crude": None if prior.fit_crude is prior.fit else {
                      **prior.fit_crude.as_dict(), "use": "ebgm_crude, eb05_crude, eb95_crude of signals and "
                                                          "all_pairs; ebgm, eb05, eb95 of trend"}},

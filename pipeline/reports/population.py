@@ -69,9 +69,17 @@ class Population:
     group_events: str = "gevt"
     group_members: str = "cfg_groups"
 
+    def pt_rows(self) -> str:
+        """SQL of ``(report_id, event)``: PTs."""
+        return f"SELECT report_id, event FROM {self.events}"
+
+    def group_rows(self) -> str:
+        """SQL of ``(report_id, event)``: PT groups."""
+        return f"SELECT report_id, event FROM {self.group_events}"
+
     def all_events(self) -> str:
         """SQL of ``(report_id, event)``: PTs and PT groups."""
-        return f"SELECT report_id, event FROM {self.events} UNION ALL SELECT report_id, event FROM {self.group_events}"
+        return f"{self.pt_rows()} UNION ALL {self.group_rows()}"
 
 
 def register_population(con, cur: Path, config, params: dict) -> Population:
@@ -175,7 +183,7 @@ class Background:
 def background(pop: Population, params: dict) -> Background:
     """The background counts. Raises PipelineError when the population has no ingredient x PT pair."""
     exposures = f"SELECT report_id, drug FROM {pop.background_exposures}"
-    events = f"SELECT report_id, event FROM {pop.events}"
+    events = pop.pt_rows()
     counts = count_in_population(pop, exposures, events)
     if counts.num_rows == 0:
         raise PipelineError("signals: no ingredient x PT pair in the analysis population "
@@ -184,9 +192,10 @@ def background(pop: Population, params: dict) -> Background:
 
 
 def mgps_strata(pop: Population, cur: Path, config, params: dict) -> dict:
-    """The MGPS strata of the analysis population (``[mgps] strata``): ``columns`` and a ``relation``, the SQL of
-    (report_id, stratum) over ``pop.con``; none with the zero-inclusive likelihood, whose zero cells come from
-    crude margins."""
+    """The MGPS strata of the analysis population (``[mgps] strata``): ``columns``, a ``relation`` (the SQL of
+    (report_id, stratum) over ``pop.con``) and its ``margins`` (:class:`pipeline.stats.counting_sql.StratumMargins`
+    over the population's distinct relations, shared by the prior and the focus grid); none with the
+    zero-inclusive likelihood, whose zero cells come from crude margins."""
     cols = list(config.mgps_strata)
     if not cols:
         return {"columns": [], "note": "[mgps] strata = [] (unstratified)"}
@@ -204,8 +213,17 @@ def mgps_strata(pop: Population, cur: Path, config, params: dict) -> dict:
     # SQL, not rows: the counting reads it inside the connection (one row per report of the population)
     relation = (f"SELECT report_id, {key} AS stratum FROM read_parquet({sql_str(cur / 'reports.parquet')}) "
                 f"WHERE in_analysis{where_from}")
-    return {"columns": cols, "relation": relation,
+    from pipeline.stats.counting_sql import StratumMargins
+
+    return {"columns": cols, "relation": relation, "margins": StratumMargins(pop.con, relation, distinct=True),
             "note": "E = sum over strata s of n_drug,s * n_event,s / n_total,s (a missing value is its own stratum)"}
+
+
+def release_margins(strata: dict) -> None:
+    """Drop the stratum margins' tables (a report's ~15 M-row stratum table) once the focus grid has its E."""
+    margins = strata.pop("margins", None)
+    if margins is not None:
+        margins.close()
 
 
 def focus_counts(pop: Population, params: dict, strata: dict) -> pd.DataFrame:
@@ -230,10 +248,8 @@ def focus_counts(pop: Population, params: dict, strata: dict) -> pd.DataFrame:
     grid["n_total"] = np.int64(pop.n_total)
     grid = grid[["drug", "event", "a", "n_drug", "n_event", "n_total"]]
     if strata["columns"]:
-        from pipeline.stats.counting_sql import stratified_expected_counts_in
-
-        grid["expected"] = stratified_expected_counts_in(pop.con, exposures, pop.all_events(), strata["relation"],
-                                                         grid)[0]
+        # the PT margins are the prior's (same relation); the group margins are counted here
+        grid["expected"] = strata["margins"].expected(exposures, (pop.pt_rows(), pop.group_rows()), grid)[0]
     return grid
 
 

@@ -133,17 +133,16 @@ def fit_prior(background, strata: dict, likelihood: str) -> Prior:
     ----------
     background : :class:`pipeline.reports.population.Background` (``counts``; its relations ``exposures`` and
         ``events`` of ``con`` give the stratified E, counted in that connection).
-    strata : :func:`pipeline.reports.population.mgps_strata` (updated with the stratification's figures).
+    strata : :func:`pipeline.reports.population.mgps_strata` (updated with the stratification's figures; its
+        ``margins`` count the stratified E in the background's connection).
     likelihood : the MGPS likelihood.
     """
     from pipeline.stats import fit_mgps
-    from pipeline.stats.counting_sql import stratified_expected_counts_in
 
     counts = background.counts
     frame = counts.to_pandas()
     if strata["columns"]:
-        frame["expected"], info = stratified_expected_counts_in(background.con, background.exposures,
-                                                                background.events, strata["relation"], frame)
+        frame["expected"], info = strata["margins"].expected(background.exposures, background.events, frame)
         strata.update(info)
         fit = fit_mgps(frame, likelihood=likelihood)
         fit_crude = fit_mgps(counts, likelihood=likelihood)

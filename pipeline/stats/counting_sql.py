@@ -25,8 +25,8 @@ from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["count_pairs_in", "stratified_expected_in", "stratified_expected_counts_in", "MIN_STRATUM_REPORTS",
-           "COUNT_COLUMNS"]
+__all__ = ["count_pairs_in", "stratified_expected_in", "stratified_expected_counts_in", "StratumMargins",
+           "MIN_STRATUM_REPORTS", "COUNT_COLUMNS"]
 
 COUNT_COLUMNS = ("drug", "event", "a", "n_drug", "n_event", "n_total")
 MIN_STRATUM_REPORTS = 50
@@ -75,6 +75,16 @@ class _Scratch:
         self._views.append(self._prefix + name)
         self.con.register(self._prefix + name, table)
         return self._prefix + name
+
+    def drop(self, name: str) -> None:
+        """Drop ``s.name`` (a table of :meth:`create` or an input of :meth:`register`) before the call ends."""
+        full = self._prefix + name
+        if full in self._tables:
+            self._tables.remove(full)
+            self.con.execute(f"DROP TABLE IF EXISTS {full}")
+        if full in self._views:
+            self._views.remove(full)
+            self.con.unregister(full)
 
     def __enter__(self) -> _Scratch:
         return self
@@ -261,49 +271,124 @@ def stratified_expected_counts_in(con, exposures: str, events: str, strata: str,
     (expected, info) : numpy.ndarray of float64 aligned with ``pairs``, and a dict with ``n_strata``,
     ``small_strata`` and ``smallest`` (strata with fewer than :data:`MIN_STRATUM_REPORTS` reports).
     """
-    pr = pairs[["drug", "event"]]
-    d_keys = pd.Index(pr["drug"].astype(str).unique())
-    e_keys = pd.Index(pr["event"].astype(str).unique())
-    with _Scratch(con) as s:
-        # a missing stratum is a level of its own, spelled as str(None) like any other value
-        s.create("st", f"SELECT report_id, coalesce(CAST(stratum AS VARCHAR), 'None') AS stratum FROM {_rel(strata)}")
-        if con.execute(f"SELECT count(*) - count(DISTINCT report_id) FROM {s.st}").fetchall()[0][0]:
-            raise PipelineError("strata: a report has more than one stratum")
-        s.create("lv", f"""SELECT stratum, count(*)::BIGINT AS n, row_number() OVER (ORDER BY stratum) - 1 AS i
-                           FROM {s.st} GROUP BY stratum""")
-        lv = con.execute(f"SELECT stratum, n FROM {s.lv} ORDER BY i").fetchnumpy()
-        n_s = lv["n"].astype(np.float64)
-        nd = _margins(s, exposures, "drug", d_keys, len(n_s)) / n_s  # n_drug,s / n_total,s
-        ne = _margins(s, events, "event", e_keys, len(n_s))
-    di = d_keys.get_indexer(pr["drug"].astype(str))
-    ei = e_keys.get_indexer(pr["event"].astype(str))
-    # the gathered rows nd[di], ne[ei] are pairs x strata: a step of a fixed number of pairs would take GBs with
-    # hundreds of strata
-    step = chunk or max(1, GATHER_BYTES // (8 * max(len(n_s), 1)))
-    out = np.empty(len(pr))
-    for lo in range(0, len(pr), step):
-        hi = min(lo + step, len(pr))
-        out[lo:hi] = np.einsum("ij,ij->i", nd[di[lo:hi]], ne[ei[lo:hi]])
-    small = [(str(v), int(n)) for v, n in zip(lv["stratum"], lv["n"]) if n < MIN_STRATUM_REPORTS]
-    return out, {"n_strata": int(len(n_s)), "small_strata": len(small),
-                 "smallest": sorted(small, key=lambda t: t[1])[:5]}
+    with StratumMargins(con, strata) as margins:
+        return margins.expected(exposures, events, pairs, chunk=chunk)
 
 
-def _margins(s: _Scratch, relation: str, col: str, keys: pd.Index, n_strata: int) -> np.ndarray:
-    """Distinct reports per (key, stratum) of ``relation``'s ``col``, as a dense keys × strata matrix (strata in
-    the order of ``s.lv``)."""
-    # positions, not names, come back: the (key, stratum) cells of a whole history are millions of rows
-    wanted = s.register(f"{col}_keys", pa.table({"key": pa.array(list(keys), pa.string()),
-                                                 "k": pa.array(np.arange(len(keys), dtype=np.int64))}))
-    got = s.con.execute(f"""
-        SELECT w.k, coalesce(lv.i, -1) AS s, count(*)::BIGINT AS n
-        FROM (SELECT DISTINCT report_id, CAST({col} AS VARCHAR) AS key FROM {_rel(relation)}
-              WHERE CAST({col} AS VARCHAR) IN (SELECT key FROM {wanted})) x
-        JOIN {wanted} w USING (key) LEFT JOIN {s.st} st USING (report_id) LEFT JOIN {s.lv} lv USING (stratum)
-        GROUP BY ALL""").fetchnumpy()
-    k, st, n = (np.asarray(got[c], dtype=np.int64) for c in ("k", "s", "n"))
-    outside = int(n[st < 0].sum())  # every report of st has a level: no stratum = a report outside the population
-    if outside:
-        raise PipelineError(f"strata: {outside} {col} row(s) of reports outside the population")
-    return np.bincount(k * n_strata + st, weights=n.astype(np.float64),
-                       minlength=len(keys) * n_strata).reshape(len(keys), n_strata)
+class StratumMargins:
+    """Distinct reports per (key, stratum) of relations of ``con``, over one set of strata; each relation is counted
+    once however many pair sets ask for its margins (the report's prior and focus grid share their PT margins).
+
+    Parameters
+    ----------
+    con : duckdb.DuckDBPyConnection
+        The connection holding the relations.
+    strata : str
+        Relation with ``report_id, stratum``: one row per report of the analysis population; a missing stratum
+        is a level of its own, spelled as ``str(None)`` like any other value.
+    distinct : bool
+        The relations given to :meth:`expected` hold distinct rows (no DISTINCT copy is made).
+
+    Its tables live until :meth:`close` (or the end of a ``with`` block).
+    """
+
+    def __init__(self, con, strata: str, *, distinct: bool = False):
+        self._s = s = _Scratch(con)
+        self._distinct = distinct
+        self._cache: dict[tuple[str, str], tuple[pd.Index, np.ndarray]] = {}
+        try:
+            s.create("st0", f"SELECT report_id, coalesce(CAST(stratum AS VARCHAR), 'None') AS stratum "
+                            f"FROM {_rel(strata)}")
+            if con.execute(f"SELECT count(*) - count(DISTINCT report_id) FROM {s.st0}").fetchall()[0][0]:
+                raise PipelineError("strata: a report has more than one stratum")
+            s.create("lv", f"""SELECT stratum, count(*)::BIGINT AS n, (row_number() OVER (ORDER BY stratum) - 1)::INTEGER AS i
+                               FROM {s.st0} GROUP BY stratum""")
+            s.create("st", f"SELECT report_id, lv.i FROM {s.st0} JOIN {s.lv} lv USING (stratum)")
+            s.drop("st0")
+            lv = con.execute(f"SELECT stratum, n FROM {s.lv} ORDER BY i").fetchnumpy()
+        except BaseException:
+            self.close()
+            raise
+        self.levels = [str(v) for v in lv["stratum"]]
+        self.n_s = lv["n"].astype(np.float64)
+
+    def close(self) -> None:
+        self._s.__exit__(None, None, None)
+        self._cache.clear()
+
+    def __enter__(self) -> StratumMargins:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._s.__exit__(exc_type, exc, tb)
+        self._cache.clear()
+
+    def info(self) -> dict:
+        """``n_strata``, ``small_strata`` and the five ``smallest`` (stratum, reports)."""
+        small = [(v, int(n)) for v, n in zip(self.levels, self.n_s) if n < MIN_STRATUM_REPORTS]
+        return {"n_strata": len(self.levels), "small_strata": len(small),
+                "smallest": sorted(small, key=lambda t: t[1])[:5]}
+
+    def margins(self, relation: str, col: str) -> tuple[pd.Index, np.ndarray]:
+        """Every key of ``relation``'s ``col`` and the keys × strata matrix of distinct reports (strata in the
+        order of :attr:`levels`)."""
+        if (relation, col) in self._cache:
+            return self._cache[(relation, col)]
+        s, con = self._s, self._s.con
+        rows = (f"(SELECT report_id, {col} FROM {_rel(relation)})" if self._distinct
+                else f"(SELECT DISTINCT report_id, {col} FROM {_rel(relation)})")
+        # aggregate first: the (key, stratum) cells are far fewer than the report rows
+        s.create("agg", f"""SELECT CAST(x.{col} AS VARCHAR) AS key, coalesce(st.i, -1) AS i, count(*)::BIGINT AS n
+                            FROM {rows} x LEFT JOIN {s.st} st USING (report_id)
+                            WHERE x.{col} IS NOT NULL GROUP BY ALL""")
+        try:
+            outside = con.execute(f"SELECT coalesce(sum(n), 0) FROM {s.agg} WHERE i < 0").fetchall()[0][0]
+            if outside:  # every report of st has a level: no stratum = a report outside the population
+                raise PipelineError(f"strata: {outside} {col} row(s) of reports outside the population")
+            keys = pd.Index([r[0] for r in con.execute(f"SELECT DISTINCT key FROM {s.agg} ORDER BY key").fetchall()])
+            # positions, not names, come back: the (key, stratum) cells of a whole history are millions of rows
+            dictionary = s.register("keys", pa.table({"key": pa.array(list(keys), pa.string()),
+                                                      "k": pa.array(np.arange(len(keys), dtype=np.int64))}))
+            got = con.execute(f"SELECT d.k, a.i, a.n FROM {s.agg} a JOIN {dictionary} d USING (key)").fetchnumpy()
+        finally:
+            s.drop("agg")
+            s.drop("keys")
+        k, i, n = (np.asarray(got[c], dtype=np.int64) for c in ("k", "i", "n"))
+        n_strata = len(self.levels)
+        matrix = np.bincount(k * n_strata + i, weights=n.astype(np.float64),
+                             minlength=len(keys) * n_strata).reshape(len(keys), n_strata)
+        self._cache[(relation, col)] = (keys, matrix)
+        return keys, matrix
+
+    def _stacked(self, relations, col: str) -> tuple[pd.Index, np.ndarray]:
+        """The margins of one relation, or of several whose keys do not overlap, as one matrix."""
+        parts = [self.margins(r, col) for r in ((relations,) if isinstance(relations, str) else relations)]
+        if len(parts) == 1:
+            return parts[0]
+        keys = parts[0][0].append([p[0] for p in parts[1:]])
+        if keys.has_duplicates:
+            raise PipelineError(f"strata: the {col} relations share key(s), e.g. {keys[keys.duplicated()][0]!r}")
+        return keys, np.vstack([p[1] for p in parts])
+
+    def expected(self, exposures, events, pairs: pd.DataFrame, *, chunk: int | None = None
+                 ) -> tuple[np.ndarray, dict]:
+        """E = Σ_s n_drug,s · n_event,s / n_total,s for ``pairs`` (``drug, event``; a = 0 allowed; a key no
+        relation has gets E = 0). ``exposures`` and ``events`` are a relation or a tuple of relations with
+        disjoint keys. Returns E aligned with ``pairs`` and :meth:`info`."""
+        d_keys, nd = self._stacked(exposures, "drug")
+        e_keys, ne = self._stacked(events, "event")
+        n_strata = len(self.levels)
+        # a last zero row for keys without reports
+        nd = np.vstack([nd / np.where(self.n_s > 0, self.n_s, 1.0), np.zeros((1, n_strata))])
+        ne = np.vstack([ne, np.zeros((1, n_strata))])
+        di = d_keys.get_indexer(pairs["drug"].astype(str))
+        ei = e_keys.get_indexer(pairs["event"].astype(str))
+        di[di < 0], ei[ei < 0] = len(d_keys), len(e_keys)
+        # the gathered rows nd[di], ne[ei] are pairs x strata: a step of a fixed number of pairs would take GBs
+        # with hundreds of strata
+        step = chunk or max(1, GATHER_BYTES // (8 * max(n_strata, 1)))
+        out = np.empty(len(pairs))
+        for lo in range(0, len(pairs), step):
+            hi = min(lo + step, len(pairs))
+            out[lo:hi] = np.einsum("ij,ij->i", nd[di[lo:hi]], ne[ei[lo:hi]])
+        return out, self.info()

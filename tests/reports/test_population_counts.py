@@ -66,6 +66,7 @@ def test_counts_in_the_population_connection_equal_brute_force(fresh, config):
         strata = population.mgps_strata(pop, cur, config, params)
         prior = scoring.fit_prior(bg, strata, params["mgps_likelihood"])
         grid = population.focus_counts(pop, params, prior.strata)
+        population.release_margins(prior.strata)
         arrow = count_pairs(con.sql(f"SELECT report_id, drug FROM {pop.background_exposures}").to_arrow_table(),
                             con.sql(f"SELECT report_id, event FROM {pop.events}").to_arrow_table(), n_total=pop.n_total)
         # the counting's own tables are gone; the population's are there, unchanged in number

@@ -14,6 +14,7 @@ import pytest
 
 from pipeline.errors import PipelineError
 from pipeline.stats import count_pairs, count_pairs_in, stratified_expected_counts, stratified_expected_counts_in
+from pipeline.stats.counting_sql import StratumMargins
 from tests.stats.test_counting import as_dict, brute_force
 
 # relation names the counting used for its own tables before it ran in a caller's connection
@@ -163,5 +164,40 @@ def test_stratified_expected_counts_in_equals_brute_force_whatever_the_chunk():
         arrow, arrow_info = stratified_expected_counts(exp, events, strata_df, pairs)
         assert np.array_equal(arrow, got) and arrow_info == info
         assert _relations(con) == before
+    finally:
+        con.close()
+
+
+def test_stratum_margins_are_counted_once_and_shared_by_pair_sets():
+    exp, pt, grp = _rows(13)
+    exp = exp.dropna()
+    rng = np.random.default_rng(13)
+    stratum = {r: f"{rng.choice(['F', 'M'])}|{rng.choice(['<18', '65+'])}" for r in range(600)}
+    strata_df = pd.DataFrame({"report_id": list(stratum), "stratum": list(stratum.values())})
+    con = _caller(exp, pt, grp)
+    con.register("strata_df", strata_df)
+    con.execute("CREATE TEMP TABLE d_exp AS SELECT DISTINCT report_id, drug FROM my_exp")
+    con.execute("CREATE TEMP TABLE d_pt AS SELECT DISTINCT report_id, event FROM my_pt")
+    con.execute("CREATE TEMP TABLE d_grp AS SELECT DISTINCT report_id, event FROM my_grp")
+    before = _relations(con)
+    background = pd.DataFrame([(d, f"e{i}") for d in "ABC" for i in range(25)], columns=["drug", "event"])
+    focus = pd.DataFrame([(d, e) for d in "DZ" for e in ["G:x", "G:y", "G:none", "e3", "e99"]],
+                         columns=["drug", "event"])
+    try:
+        with StratumMargins(con, "strata_df", distinct=True) as m:
+            got_b, info = m.expected("d_exp", "d_pt", background)
+            pt_margins = m.margins("d_pt", "event")
+            # the focus grid's events: the same PT relation (counted once, reused) and the group relation
+            got_f, _ = m.expected("d_exp", ("d_pt", "d_grp"), focus)
+            assert m.margins("d_pt", "event")[1] is pt_margins[1]
+            with pytest.raises(PipelineError, match="share key"):
+                m.expected("d_exp", ("d_pt", "d_pt"), focus)
+        assert _relations(con) == before
+        events = pd.concat([pt, grp], ignore_index=True)
+        np.testing.assert_allclose(got_b, _brute_stratified(exp, pt, stratum, background), rtol=1e-12, atol=0)
+        want_f = _brute_stratified(exp, events, stratum, focus)
+        np.testing.assert_allclose(got_f, want_f, rtol=1e-12, atol=0)
+        assert (want_f == 0).sum() >= 6 and (want_f > 0).sum() >= 3  # Z, G:none and e99 were never reported
+        assert info["n_strata"] == 4
     finally:
         con.close()
