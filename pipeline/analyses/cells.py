@@ -47,8 +47,8 @@ def shared_population_counts(con):
 
 
 def _grid_events_sql(events: str) -> str:
-    """SQL of the distinct (report_id, event) rows of ``events`` whose event is on the grid (``_grid_events``)."""
-    return f"SELECT DISTINCT report_id, event FROM ({events}) SEMI JOIN _grid_events USING (event)"
+    """SQL of the (report_id, event) rows of ``events`` (distinct) whose event is on the grid (``_grid_events``)."""
+    return f"SELECT report_id, event FROM ({events}) SEMI JOIN _grid_events USING (event)"
 
 
 def _population_counts(con, pop: str, events: str, event_keys: list[str], pop_by_stratum: bool) -> tuple[str, str]:
@@ -59,14 +59,13 @@ def _population_counts(con, pop: str, events: str, event_keys: list[str], pop_by
         return _SHARED[key]
     i = next(_NAMES)
     names = (f"_cells_np{i}", f"_cells_pe{i}")
-    s_pop = "stratum" if pop_by_stratum else "''"
-    con.execute(f"""CREATE TEMP TABLE _cells_p{i} AS SELECT DISTINCT report_id, {s_pop} AS stratum FROM ({pop})""")
-    con.execute(f"CREATE TEMP TABLE {names[0]} AS SELECT stratum, count(*) AS n FROM _cells_p{i} GROUP BY 1")
+    # pop has one row per report (and stratum): counted as it is, never copied (it is the whole population)
+    p = f"SELECT report_id, {'stratum' if pop_by_stratum else chr(39) * 2} AS stratum FROM ({pop})"
+    con.execute(f"CREATE TEMP TABLE {names[0]} AS SELECT stratum, count(*) AS n FROM ({p}) GROUP BY 1")
     con.execute(f"""CREATE TEMP TABLE {names[1]} AS
                     SELECT p.stratum, e.event, count(*) AS n
                     FROM ({_grid_events_sql(events)}) e
-                    JOIN _cells_p{i} p USING (report_id) GROUP BY 1, 2""")
-    con.execute(f"DROP TABLE _cells_p{i}")
+                    JOIN ({p}) p USING (report_id) GROUP BY 1, 2""")
     if _SHARED is not None:
         _SHARED[key] = names
     return names
@@ -79,9 +78,10 @@ def count_cells(con, *, pop: str, exposed: str, excluded: str, events: str, drug
     Parameters
     ----------
     con : duckdb connection holding the tables the SQL strings read.
-    pop : SQL of ``(report_id[, stratum])``: the population (one row per report and stratum).
+    pop : SQL of ``(report_id[, stratum])``: the population, one row per report (read as it is: no DISTINCT).
     exposed, excluded : SQL of ``(report_id, drug, stratum)``: ``X`` and ``Z`` (``Z`` ⊇ ``X``), inside ``pop``.
-    events : SQL of ``(report_id, event)``, distinct, any reports (restricted to ``pop`` here).
+    events : SQL of ``(report_id, event)``, distinct rows (read as they are), any reports (restricted to ``pop``
+        here).
     drugs, event_keys : the grid's drugs and events.
     pop_by_stratum : ``pop`` has a ``stratum`` column (subgroups); otherwise the one population serves every
         stratum of ``exposed``.
