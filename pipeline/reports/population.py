@@ -108,12 +108,13 @@ def register_population(con, cur: Path, config, params: dict) -> Population:
         CREATE TEMP TABLE pop AS
         SELECT report_id, quarter FROM read_parquet({sql_str(cur / 'reports.parquet')})
         WHERE in_analysis{where_from}""")
-    con.execute(f"""
-        CREATE TEMP TABLE ing AS
-        SELECT i.report_id, i.ingredient, i.substance FROM read_parquet({sql_str(cur / 'report_ingredients.parquet')}) i
-        SEMI JOIN pop USING (report_id) WHERE i.role_cod IN ({roles})""")
-    con.execute("CREATE TEMP TABLE bg_exp AS SELECT DISTINCT report_id, ingredient AS drug FROM ing "
-                "WHERE ingredient IS NOT NULL")
+    # the exposures straight from the file: only the few focus rows are kept beside the background's distinct ones
+    ing = (f"SELECT i.report_id, i.ingredient, i.substance "
+           f"FROM read_parquet({sql_str(cur / 'report_ingredients.parquet')}) i "
+           f"SEMI JOIN pop USING (report_id) WHERE i.role_cod IN ({roles})")
+    con.execute(f"CREATE TEMP TABLE bg_exp AS SELECT DISTINCT report_id, ingredient AS drug FROM ({ing}) "
+                f"WHERE ingredient IS NOT NULL")
+    con.execute(f"CREATE TEMP TABLE ing AS SELECT * FROM ({ing}) WHERE substance IS NOT NULL")
     singles = [s for s in params["substances"] if s != FAMILY]
     parts = []
     if singles:

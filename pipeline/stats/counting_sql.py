@@ -301,7 +301,8 @@ class StratumMargins:
                             f"FROM {_rel(strata)}")
             if con.execute(f"SELECT count(*) - count(DISTINCT report_id) FROM {s.st0}").fetchall()[0][0]:
                 raise PipelineError("strata: a report has more than one stratum")
-            s.create("lv", f"""SELECT stratum, count(*)::BIGINT AS n, (row_number() OVER (ORDER BY stratum) - 1)::INTEGER AS i
+            s.create("lv", f"""SELECT stratum, count(*)::BIGINT AS n,
+                                      (row_number() OVER (ORDER BY stratum) - 1)::INTEGER AS i
                                FROM {s.st0} GROUP BY stratum""")
             s.create("st", f"SELECT report_id, lv.i FROM {s.st0} JOIN {s.lv} lv USING (stratum)")
             s.drop("st0")
