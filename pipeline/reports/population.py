@@ -124,8 +124,8 @@ def register_population(con, cur: Path, config, params: dict) -> Population:
         fam = ", ".join(sql_str(s) for s in config.substances)
         parts.append(f"SELECT DISTINCT report_id, '{FAMILY}' AS drug FROM ing WHERE substance IN ({fam})")
     con.execute("CREATE TEMP TABLE focus_exp AS " + " UNION ALL ".join(parts))
-    # curated report_pts has one row per (report, pt_key) (a critical curated expectation) and pt follows pt_key:
-    # the rows are distinct (report, event) without a DISTINCT over the whole history's ~50 M rows
+    # curated report_pts has one row per (report, pt_key) (built so in curate.reactions, checked by a critical
+    # curated expectation) and pt follows pt_key: distinct (report, event) rows without a DISTINCT over ~50 M rows
     con.execute(f"""
         CREATE TEMP TABLE evt AS
         SELECT p.report_id, p.pt AS event, p.pt_key, p.is_indication FROM read_parquet({sql_str(cur / 'report_pts.parquet')}) p
