@@ -307,22 +307,22 @@ class StratumMargins:
             s.create("st", f"SELECT report_id, lv.i FROM {s.st0} JOIN {s.lv} lv USING (stratum)")
             s.drop("st0")
             lv = con.execute(f"SELECT stratum, n FROM {s.lv} ORDER BY i").fetchnumpy()
-        except BaseException:
-            self.close()
+        except BaseException as exc:
+            self.close(type(exc))
             raise
         self.levels = [str(v) for v in lv["stratum"]]
         self.n_s = lv["n"].astype(np.float64)
 
-    def close(self) -> None:
-        self._s.__exit__(None, None, None)
+    def close(self, exc_type=None) -> None:
+        """Drop the tables (after an error, quietly: the first error is the one to report)."""
+        self._s.__exit__(exc_type, None, None)
         self._cache.clear()
 
     def __enter__(self) -> StratumMargins:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._s.__exit__(exc_type, exc, tb)
-        self._cache.clear()
+        self.close(exc_type)
 
     def info(self) -> dict:
         """``n_strata``, ``small_strata`` and the five ``smallest`` (stratum, reports)."""
