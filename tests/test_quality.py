@@ -687,6 +687,16 @@ def test_curated_one_row_per_report_id(tmp_path):
                      str(rep.loc[0, "report_id"]))
 
 
+def test_curated_one_row_per_report_and_pt(tmp_path):
+    # the report's counting reads report_pts as distinct (report, PT) rows: a PT twice in a report is critical,
+    # also when the two rows differ only in is_indication
+    dd, f = make_curated(tmp_path)
+    pts = f["report_pts"]
+    twice = pts.iloc[[0]].assign(is_indication=True)
+    write_curated(dd, {**f, "report_pts": pd.concat([pts, twice], ignore_index=True)})
+    curated_critical(dd, "curated report_pts: expect_compound_columns_to_be_unique", "failed: 2 rows")
+
+
 def test_curated_deleted_caseid_left(tmp_path):
     dd, f = make_curated(tmp_path)
     deleted = pq.read_table(dd.raw_part("DELETED", Quarter.parse("2024Q1"))).column("caseid_int")[0].as_py()
