@@ -65,3 +65,26 @@ def test_frames_for_gx_have_wide_numbers_and_arrow_text():
     assert df["w"].dtype == np.float64 and df["w"].iloc[0] == 1.5
     assert df["h"].dtype == np.uint64 and df["h"].iloc[0] == 2**64 - 1
     assert isinstance(df["pt"].dtype, pd.ArrowDtype) and df["absent"].isna().all()
+
+
+def test_a_validated_frame_is_not_kept_alive_by_the_reused_context():
+    # GX's execution engine keeps the last batch of every asset; at the whole history that was one frame per
+    # table (and per quarter in ingest) alive until the process ended
+    import gc
+    import weakref
+
+    import pandas as pd
+
+    from pipeline.quality.gx import GxRun
+
+    suite = {"name": "keep_alive_probe", "expectations": [
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "x"}}]}
+    gxr = GxRun(None)
+    gone = []
+    for asset in ("probe_a", "probe_b"):
+        df = pd.DataFrame({"x": range(1000)})
+        assert gxr.run(suite, df, asset=asset, params={}, run_name="probe").success
+        gone.append(weakref.ref(df))
+        del df
+    gc.collect()
+    assert [r() is None for r in gone] == [True, True]

@@ -183,12 +183,21 @@ class GxRun:
                 return self.core.definition(suite, asset, fresh=True).run(**kwargs)
         finally:
             pee.HASH_THRESHOLD = saved
+            _forget_batches(self.core.source)
 
     def build_docs(self) -> str | None:
         """Render every stored result that has no page yet (incl. this call's), this call's suites, the index."""
         if not self.render:
             return None
         return _render_docs(self.ctx, self.docs_dir, self.file_store, self._suite_names)
+
+
+def _forget_batches(source) -> None:
+    """Let go of the validated frames: GX's execution engine keeps the last batch of every asset it has run, so
+    without this one frame per table (and per quarter, in ingest) stays alive for the life of the process."""
+    manager = source.get_execution_engine().batch_manager
+    manager.reset_batch_cache()
+    manager.batch_data_cache.clear()
 
 
 def _render_docs(ctx, docs_dir: Path, store_name: str, suite_names: Iterable[str] = ()) -> str:
