@@ -69,7 +69,7 @@ def test_frames_for_gx_have_wide_numbers_and_arrow_text():
 
 def test_a_validated_frame_is_not_kept_alive_by_the_reused_context():
     # GX's execution engine keeps the last batch of every asset; at the whole history that was one frame per
-    # table (and per quarter in ingest) alive until the process ended
+    # table and suite alive until the process ended
     import gc
     import weakref
 

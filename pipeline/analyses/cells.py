@@ -60,7 +60,8 @@ def _population_counts(con, pop: str, events: str, event_keys: list[str], pop_by
     i = next(_NAMES)
     names = (f"_cells_np{i}", f"_cells_pe{i}")
     # pop has one row per report (and stratum): counted as it is, never copied (it is the whole population)
-    p = f"SELECT report_id, {'stratum' if pop_by_stratum else chr(39) * 2} AS stratum FROM ({pop})"
+    s_pop = "stratum" if pop_by_stratum else "''"
+    p = f"SELECT report_id, {s_pop} AS stratum FROM ({pop})"
     con.execute(f"CREATE TEMP TABLE {names[0]} AS SELECT stratum, count(*) AS n FROM ({p}) GROUP BY 1")
     con.execute(f"""CREATE TEMP TABLE {names[1]} AS
                     SELECT p.stratum, e.event, count(*) AS n

@@ -194,7 +194,7 @@ class GxRun:
 
 def _forget_batches(source) -> None:
     """Let go of the validated frames: GX's execution engine keeps the last batch of every asset it has run, so
-    without this one frame per table (and per quarter, in ingest) stays alive for the life of the process."""
+    without this one frame per asset (table and suite) stays alive for the life of the process."""
     manager = source.get_execution_engine().batch_manager
     manager.reset_batch_cache()
     manager.batch_data_cache.clear()

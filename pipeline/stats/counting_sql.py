@@ -380,7 +380,7 @@ class StratumMargins:
         e_keys, ne = self._stacked(events, "event")
         n_strata = len(self.levels)
         # a last zero row for keys without reports
-        nd = np.vstack([nd / np.where(self.n_s > 0, self.n_s, 1.0), np.zeros((1, n_strata))])
+        nd = np.vstack([nd / self.n_s, np.zeros((1, n_strata))])  # every level has >= 1 report
         ne = np.vstack([ne, np.zeros((1, n_strata))])
         di = d_keys.get_indexer(pairs["drug"].astype(str))
         ei = e_keys.get_indexer(pairs["event"].astype(str))
