@@ -596,6 +596,36 @@ def test_french_triple_grouped_by_relaxed_rule_only(tmp_path):
     assert all(r["dup_group_id"] is None for r in reports(dd).values())
 
 
+def test_tables_written_before_the_duplicate_step_are_read_from_their_files_and_a_failure_keeps_the_old_folder(
+        tmp_path, monkeypatch):
+    """The tables final before the duplicate step are written then and read back from their files (DuckDB's
+    memory is left to the linkage); a curation failing after that leaves the earlier curated folder as it was."""
+    from pipeline.curate import duplicates
+    from pipeline.curate.run import EARLY
+
+    dd = _real_fixture(tmp_path)
+    cfg = load_config()
+    curate(dd, cfg, progress=False)
+    before = {p.name: p.read_bytes() for p in dd.curated.iterdir()}
+    seen = {}
+
+    def failing(con, config):
+        for name, temp in EARLY.items():
+            kind, sql = con.execute("SELECT table_type, (SELECT sql FROM duckdb_views() WHERE view_name = $1) "
+                                    "FROM information_schema.tables WHERE table_name = $1", [temp]).fetchone()
+            seen[name] = (kind, f"{name}.parquet" in sql, con.execute(f"SELECT count(*) FROM {temp}").fetchone()[0])
+        raise RuntimeError("the duplicate step failed")
+
+    monkeypatch.setattr(duplicates, "flag_duplicates", failing)
+    with pytest.raises(RuntimeError, match="duplicate step failed"):
+        curate(dd, cfg, progress=False, force=True)
+    assert set(seen) == set(EARLY) and all(kind == "VIEW" and in_file for kind, in_file, _ in seen.values())
+    assert seen["report_pts"][2] == len(read(dd, "report_pts")) and seen["report_ingredients"][2] == \
+        len(ingredients(dd))
+    assert {p.name: p.read_bytes() for p in dd.curated.iterdir()} == before
+    assert not [p for p in dd.root.iterdir() if p.name.startswith(".curated")], "the half-written folder is removed"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # outputs, manifest, fingerprint
 # ---------------------------------------------------------------------------------------------------------------

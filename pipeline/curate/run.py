@@ -132,12 +132,13 @@ def curate(data_dir: DataDir, config: Config, progress: bool = True, force: bool
             return {**old.get("summary", {}), "curated_dir": str(target), "changed": False}
 
     data_dir.root.mkdir(parents=True, exist_ok=True)
-    with duck.connect(config.resources, data_dir, label="curate", preserve_insertion_order=False) as con:
-        return _curate(con, data_dir, config, fp, as_of, progress)
+    with duck.connect(config.resources, data_dir, label="curate", preserve_insertion_order=False) as con, \
+            atomic_dir(target) as out:
+        return _curate(con, out, data_dir, config, fp, as_of, progress)
 
 
-def _curate(con, data_dir: DataDir, config: Config, fp: str, as_of: str | None, progress: bool) -> dict:
-    bar = tqdm(total=9, desc="curate", unit="step", disable=not progress, leave=False)
+def _curate(con, out: Path, data_dir: DataDir, config: Config, fp: str, as_of: str | None, progress: bool) -> dict:
+    bar = tqdm(total=10, desc="curate", unit="step", disable=not progress, leave=False)
     timings: dict[str, float] = {}
     clock = [time.perf_counter()]
     t_start = clock[0]
@@ -172,6 +173,9 @@ def _curate(con, data_dir: DataDir, config: Config, fp: str, as_of: str | None, 
         extras.build_extras(con)
         con.execute("DROP TABLE family_pairs")
         lap("extras")
+        bar.set_postfix_str("early write")
+        early_rows = _write_early(con, out, config, _metadata(config, fp, as_of))
+        lap("early write")
         bar.set_postfix_str("duplicates")
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE rep AS
@@ -203,8 +207,8 @@ def _curate(con, data_dir: DataDir, config: Config, fp: str, as_of: str | None, 
         history.finish(con, config.duplicates.exclude_flagged_duplicates)
         funnel, substance_counts = _funnel(con, counts, config, dup_summary.get("linkage", {}).get("skipped"))
         lap("reports")
-        summary = _write(con, data_dir, config, fp, files, counts, funnel, substance_counts, key_report,
-                         drug_summary, pt_summary, dup_summary, timings, as_of, history_summary)
+        summary = _write(con, out, data_dir, config, fp, files, counts, funnel, substance_counts, key_report,
+                         drug_summary, pt_summary, dup_summary, timings, as_of, history_summary, early_rows)
         lap("write")
         summary["timings_s"] = timings
     finally:
@@ -259,23 +263,27 @@ def _funnel(con, counts: dict, config: Config, linkage_note: str | None = None) 
     return [(i + 1, *s) for i, s in enumerate(steps)], substance_counts
 
 
-def _write(con, data_dir: DataDir, config: Config, fp: str, files, counts, funnel, substance_counts, key_report,
-           drug_summary, pt_summary, dup_summary, timings, as_of: str | None = None,
-           history_summary: dict | None = None) -> dict:
-    target = curated_dir(data_dir, as_of)
-    meta = {"faers.config_sha256": config.sha256, "faers.case_definition": config.case_definition_version,
+#: the tables final before the duplicate step (output -> the temp table it is written from): written then, and the
+#: temp table replaced by a view of its file, so DuckDB's memory is left to what the later steps build (at full
+#: scale these tables were about 3/4 of curate's in-memory data, spilled uncompressed)
+EARLY = {"report_ingredients": "report_ingredients", "report_pts": "report_pts", "unmapped_drugs": "unmapped_drugs",
+         "name_conflicts": "name_conflicts", **{n: n for n in extras.TABLE_NAMES},
+         "version_ingredients": "hist_ingredients", "version_pts": "hist_pts"}
+
+
+def _metadata(config: Config, fp: str, as_of: str | None) -> dict[str, str]:
+    return {"faers.config_sha256": config.sha256, "faers.case_definition": config.case_definition_version,
             "faers.exposure_roles": "+".join(config.exposure_roles), "faers.curate_version": CURATE_VERSION,
             "faers.fingerprint": fp, "faers.as_of": as_of or ""}
-    funnel_values = ", ".join(
-        "(" + ", ".join([str(s), "'" + name + "'", str(a), str(b), "'" + reason.replace("'", "''") + "'"]) + ")"
-        for s, name, a, b, reason in funnel)
+
+
+def _queries(config: Config, funnel: list[tuple] | None = None) -> dict[str, str]:
+    """The SELECT writing each output table (the funnel's only once its rows are known)."""
     queries = {
         "reports": "SELECT * FROM reports ORDER BY report_id",
         # the two long tables are not sorted (row order carries no meaning; sorting 10+ M rows costs seconds)
         "report_ingredients": "SELECT * FROM report_ingredients",
         "report_pts": "SELECT * FROM report_pts",
-        "funnel": f"SELECT col0::BIGINT AS step, col1 AS name, col2::BIGINT AS reports_in, "
-                  f"col3::BIGINT AS reports_out, col4 AS reason FROM (VALUES {funnel_values}) ORDER BY step",
         "unmapped_drugs": "SELECT * FROM unmapped_drugs ORDER BY n_reports DESC, n_rows DESC, drugname",
         "name_conflicts": "SELECT * FROM name_conflicts ORDER BY report_id, quarter, drug_seq",
         "dup_review": f"SELECT * FROM dup_review ORDER BY abs(match_weight - "
@@ -283,59 +291,86 @@ def _write(con, data_dir: DataDir, config: Config, fp: str, files, counts, funne
         **extras.QUERIES,
         **history.QUERIES,
     }
+    if funnel is not None:
+        values = ", ".join(
+            "(" + ", ".join([str(s), "'" + name + "'", str(a), str(b), "'" + reason.replace("'", "''") + "'"]) + ")"
+            for s, name, a, b, reason in funnel)
+        queries["funnel"] = (f"SELECT col0::BIGINT AS step, col1 AS name, col2::BIGINT AS reports_in, "
+                             f"col3::BIGINT AS reports_out, col4 AS reason FROM (VALUES {values}) ORDER BY step")
+    return queries
+
+
+def _write_early(con, out: Path, config: Config, meta: dict[str, str]) -> dict[str, int]:
+    """Write the :data:`EARLY` tables into ``out`` and replace each temp table by a view of its file; return the
+    row counts."""
+    queries, rows = _queries(config), {}
+    for name, temp in EARLY.items():
+        path = out / f"{name}.parquet"
+        rows[name] = _copy(con, queries[name], path, ALL_TABLES[name], meta)
+        con.execute(f"DROP TABLE {temp}")
+        con.execute(f"CREATE TEMP VIEW {temp} AS SELECT * FROM read_parquet({duck.sql_str(path)})")
+    return rows
+
+
+def _write(con, out: Path, data_dir: DataDir, config: Config, fp: str, files, counts, funnel, substance_counts,
+           key_report, drug_summary, pt_summary, dup_summary, timings, as_of: str | None = None,
+           history_summary: dict | None = None, rows: dict[str, int] | None = None) -> dict:
+    """Write the output tables not written yet (``rows``: those written, with their row counts), the manifest and
+    the linkage parameters into ``out``; return the summary."""
+    target = curated_dir(data_dir, as_of)
+    meta = _metadata(config, fp, as_of)
+    rows = rows or {}
     records = {r["quarter"]: r for r in _ingest_records(data_dir, as_of)}
     quarters = sorted({p.parent.name.split("=", 1)[1] for t in files.values() for p in t})
     deleted_sha = hashlib.sha256(",".join(str(r[0]) for r in con.execute(
         "SELECT caseid FROM deleted_ids ORDER BY caseid").fetchall()).encode()).hexdigest()
-    rows = {}
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_dir(target) as out:
-        for name, sql in queries.items():
-            rows[name] = _copy(con, sql, out / f"{name}.parquet", ALL_TABLES[name], meta)
-        warnings = []
-        if drug_summary["unmapped_share"] > config.gates.unmapped_share_max:
-            warnings.append(f"unmapped drug rows {drug_summary['unmapped_share']:.1%} exceed "
-                            f"thresholds.unmapped_share_max {config.gates.unmapped_share_max:.1%}")
-        if pt_summary["configured_pts_never_seen"]:
-            warnings.append(f"{len(pt_summary['configured_pts_never_seen'])} configured PT(s) never seen")
-        summary = {
-            "changed": True,
-            "curated_dir": str(target),
-            "funnel": [{"step": s, "name": nm, "reports_in": a, "reports_out": b, "reason": r}
-                       for s, nm, a, b, r in funnel],
-            "kept_cases": counts["kept"],
-            "analysis_population": next(b for s, nm, a, b, r in funnel if nm == "analysis population"),
-            "substance_reports": substance_counts,
-            "rows": rows,
-            "outputs": {n: str(target / f"{n}.parquet") for n in queries},
-            "drugs": drug_summary,
-            "reactions": pt_summary,
-            "duplicates": dup_summary,
-            "history": history_summary,
-            "warnings": warnings,
-            "timings_s": timings,
-        }
-        manifest = {
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "curate_version": CURATE_VERSION,
-            "duckdb_version": duckdb.__version__,
-            "fingerprint": fp,
-            "as_of": as_of,
-            "config": {"sha256": config.sha256, "path": str(config.path), "values": config.as_dict()},
-            "case_definition": config.case_definition_version,
-            "exposure_roles": list(config.exposure_roles),
-            "duplicate_policy": config.as_dict()["duplicates"],
-            "inputs": [{"quarter": q, "era": records.get(q, {}).get("era"), "zip": records.get(q, {}).get("zip"),
-                        "zip_sha256": records.get(q, {}).get("zip_sha256"),
-                        "ingest_record_sha256": records.get(q, {}).get("record_sha256")} for q in quarters],
-            "deleted_caseids": {"distinct": counts["deleted_caseids"], "sha256": deleted_sha},
-            "key_check": key_report,
-            "summary": {k: v for k, v in summary.items() if k != "changed"},
-        }
-        (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        # the linkage model of this run (also inside the manifest's summary), for review and reuse
-        (out / "linkage_params.json").write_text(json.dumps(dup_summary.get("linkage", {}), indent=2, default=str)
-                                                 + "\n")
+    queries = _queries(config, funnel)
+    rows = {name: rows[name] if name in rows else _copy(con, sql, out / f"{name}.parquet", ALL_TABLES[name], meta)
+            for name, sql in queries.items()}
+    warnings = []
+    if drug_summary["unmapped_share"] > config.gates.unmapped_share_max:
+        warnings.append(f"unmapped drug rows {drug_summary['unmapped_share']:.1%} exceed "
+                        f"thresholds.unmapped_share_max {config.gates.unmapped_share_max:.1%}")
+    if pt_summary["configured_pts_never_seen"]:
+        warnings.append(f"{len(pt_summary['configured_pts_never_seen'])} configured PT(s) never seen")
+    summary = {
+        "changed": True,
+        "curated_dir": str(target),
+        "funnel": [{"step": s, "name": nm, "reports_in": a, "reports_out": b, "reason": r}
+                   for s, nm, a, b, r in funnel],
+        "kept_cases": counts["kept"],
+        "analysis_population": next(b for s, nm, a, b, r in funnel if nm == "analysis population"),
+        "substance_reports": substance_counts,
+        "rows": rows,
+        "outputs": {n: str(target / f"{n}.parquet") for n in queries},
+        "drugs": drug_summary,
+        "reactions": pt_summary,
+        "duplicates": dup_summary,
+        "history": history_summary,
+        "warnings": warnings,
+        "timings_s": timings,
+    }
+    manifest = {
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "curate_version": CURATE_VERSION,
+        "duckdb_version": duckdb.__version__,
+        "fingerprint": fp,
+        "as_of": as_of,
+        "config": {"sha256": config.sha256, "path": str(config.path), "values": config.as_dict()},
+        "case_definition": config.case_definition_version,
+        "exposure_roles": list(config.exposure_roles),
+        "duplicate_policy": config.as_dict()["duplicates"],
+        "inputs": [{"quarter": q, "era": records.get(q, {}).get("era"), "zip": records.get(q, {}).get("zip"),
+                    "zip_sha256": records.get(q, {}).get("zip_sha256"),
+                    "ingest_record_sha256": records.get(q, {}).get("record_sha256")} for q in quarters],
+        "deleted_caseids": {"distinct": counts["deleted_caseids"], "sha256": deleted_sha},
+        "key_check": key_report,
+        "summary": {k: v for k, v in summary.items() if k != "changed"},
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    # the linkage model of this run (also inside the manifest's summary), for review and reuse
+    (out / "linkage_params.json").write_text(json.dumps(dup_summary.get("linkage", {}), indent=2, default=str)
+                                             + "\n")
     log.info("curated %s quarter(s): %s kept cases, %s in analysis, %s ketamine-family", len(quarters),
              f"{counts['kept']:,}", f"{summary['analysis_population']:,}",
              f"{substance_counts[FAMILY]:,}")

@@ -32,9 +32,10 @@ def build_records(con) -> int:
         CREATE OR REPLACE TEMP TABLE lk_si AS
         SELECT DISTINCT report_id, ingredient AS v FROM report_ingredients
         WHERE role_cod IN ({roles}) AND ingredient IS NOT NULL AND ingredient <> ''""")
+    # curated report_pts has one row per (report_id, pt_key) by construction (a critical expectation): no DISTINCT
     con.execute("""
         CREATE OR REPLACE TEMP TABLE lk_pi AS
-        SELECT DISTINCT p.report_id, p.pt_key AS v FROM report_pts p SEMI JOIN lk_si USING (report_id)""")
+        SELECT p.report_id, p.pt_key AS v FROM report_pts p SEMI JOIN lk_si USING (report_id)""")
     con.execute("DELETE FROM lk_si WHERE report_id NOT IN (SELECT report_id FROM lk_pi)")
     n = con.execute("SELECT count(DISTINCT report_id) FROM lk_si").fetchall()[0][0]
     for t in ("sus", "pts"):
