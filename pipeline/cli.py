@@ -84,7 +84,7 @@ def cmd_ingest(args) -> int:
 def cmd_curate(args) -> int:
     from pipeline.runner import curate_all
 
-    summary = curate_all(_data_dir(args), args.config, progress=not args.quiet)
+    summary = curate_all(_data_dir(args), args.config, progress=not args.quiet, force=args.force)
     if not summary.get("changed", True):
         print("curate: inputs and config unchanged; curated tables kept")
     else:
@@ -207,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("curate", cmd_curate, "de-duplicate cases and apply the case definition: DIR/raw -> DIR/curated")
     add_config(p)
     data_dir(p)
+    p.add_argument("--force", action="store_true", help="re-curate even when inputs, config and code are unchanged")
 
     p = add("run", cmd_run, "fetch, ingest, curate and signals in one go (a quick no-op when nothing changed)")
     p.add_argument("--source", help="as for fetch ($FAERS_SOURCE; default FDA's quarterly-files page)")

@@ -59,8 +59,10 @@ def ingest_quarter(data_dir: DataDir, quarter: str, config_path: str | Path | No
     return out
 
 
-def curate_all(data_dir: DataDir, config_path: str | Path | None = None, *, progress: bool = False) -> dict:
-    """Curate every ingested quarter; returns ``changed: False`` (and does nothing) when inputs are unchanged."""
+def curate_all(data_dir: DataDir, config_path: str | Path | None = None, *, progress: bool = False,
+               force: bool = False) -> dict:
+    """Curate every ingested quarter; returns ``changed: False`` (and does nothing) when inputs are unchanged,
+    unless ``force``."""
     from pipeline.curate import curate
     from pipeline.settings import load_config
 
@@ -68,7 +70,7 @@ def curate_all(data_dir: DataDir, config_path: str | Path | None = None, *, prog
     from pipeline.atomic import write_json
 
     config = load_config(config_path)
-    summary = curate(data_dir, config, progress=progress)
+    summary = curate(data_dir, config, progress=progress, force=force)
     # Curation swaps its tables in before they are validated. Remember which fingerprint passed, so a
     # failed validation is repeated (and fails again) on the next run instead of passing as "unchanged".
     fp = json.loads((data_dir.curated / "manifest.json").read_text()).get("fingerprint")

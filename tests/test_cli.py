@@ -92,3 +92,21 @@ def test_ingest_takes_the_quarantine_gate_from_the_config(tmp_path):
     large = [c for c in failed["critical_failures"] if "quarantine_rate_large" in json.dumps(c)]
     assert large, failed["critical_failures"]
     assert _run("ingest", "--data-dir", str(data)).returncode == 0
+
+
+def test_curate_force_rebuilds_unchanged_inputs(tmp_path):
+    """Unchanged inputs, config and code make ``curate`` a no-op; ``--force`` curates (and validates) again."""
+    mirror, data = tmp_path / "mirror", tmp_path / "data"
+    assert _run("sample", "--out", str(mirror), "--quarters", "2024Q1", "--reports-per-quarter", "300").returncode == 0
+    assert _run("fetch", "--source", str(mirror), "--data-dir", str(data)).returncode == 0
+    assert _run("ingest", "--data-dir", str(data)).returncode == 0
+    first = _run("curate", "--data-dir", str(data))
+    assert first.returncode == 0 and "analysis population" in first.stdout, first.stderr
+    manifest = data / "curated" / "manifest.json"
+    inode = manifest.stat().st_ino
+    again = _run("curate", "--data-dir", str(data))
+    assert again.returncode == 0 and "unchanged; curated tables kept" in again.stdout, again.stderr
+    assert manifest.stat().st_ino == inode
+    forced = _run("curate", "--data-dir", str(data), "--force")
+    assert forced.returncode == 0 and "analysis population" in forced.stdout, forced.stderr
+    assert manifest.stat().st_ino != inode  # a new folder was swapped in
