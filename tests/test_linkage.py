@@ -167,18 +167,45 @@ def test_blocking_pairs_equal_brute_force():
     assert all((1000 + 2 * k, 1001 + 2 * k) in got for k in range(40))
 
 
-def test_comparisons_in_parts_equal_one_statement(monkeypatch):
-    """Pairs are compared in parts (memory); the parts together give exactly the one-statement table."""
-    rep, ing, pts = _population(300)
+def test_set_hashes_tell_a_set_with_the_rarest_member_from_the_set_without_it():
+    """DuckDB's list hash skips leading zeros: with a code 0 (the rarest value, here AARARE: one report, first by
+    name) {rarest, X} and {X} had one hash."""
+    rep, ing, pts = _population(120)
+    rare = {"report_id": 1102, "ingredient": "AARARE", "role_cod": "SS"}
+    common = sorted({r["ingredient"] for r in ing if r["report_id"] == 1100})
+    ing = [r for r in ing if r["report_id"] != 1102] + [
+        {"report_id": 1102, "ingredient": d, "role_cod": "PS"} for d in common] + [rare]
     con = _connect(rep, ing, pts)
     features.build_records(con)
+    (h50, n50), (h52, n52) = con.execute(
+        "SELECT sus_h, sus_n FROM lk_rec WHERE report_id IN (1100, 1102) ORDER BY report_id").fetchall()
+    assert (n50, n52) == (len(common), len(common) + 1)
+    assert h50 != h52
+    assert con.execute("SELECT min(list_min(sus)), min(list_min(pts)) FROM lk_rec").fetchall()[0] == (1, 1)
+
+
+def test_comparisons_in_tiles_equal_one_statement(monkeypatch):
+    """Many pairs are compared in tiles of two record ranges (memory); the tiles together give exactly the
+    one-statement table, every pair once."""
+    rep, ing, pts = _population(300)
+    con = _connect(rep, ing, pts)
+    n_rec = features.build_records(con)
     blocking.candidate_pairs(con, 12)
     n = con.execute("SELECT count(*) FROM lk_pairs").fetchall()[0][0]
     comparisons.compare(con, out="whole")
-    monkeypatch.setattr(comparisons, "CHUNK_PAIRS", max(1, n // 7))
-    comparisons.compare(con, out="parts")
-    assert n > 100 and con.execute("SELECT count(*) FROM parts").fetchall()[0][0] == n
-    for x, y in (("whole", "parts"), ("parts", "whole")):
+    # four record ranges: ten tiles
+    monkeypatch.setattr(comparisons, "ONE_STATEMENT_PAIRS", 0)
+    monkeypatch.setattr(comparisons, "RANGE_BYTES_PER_RECORD", 4 * comparisons.memory_limit_bytes(con) // n_rec)
+    cuts = []
+    real_cuts = comparisons._record_cuts
+    monkeypatch.setattr(comparisons, "_record_cuts", lambda c, k: cuts.append(real_cuts(c, k)) or cuts[-1])
+    comparisons.compare(con, out="tiles")
+    assert len(cuts[0]) == 3
+    lo, hi = cuts[0][0], cuts[0][-1]
+    assert con.execute(f"SELECT count(*) FILTER (a < {lo} AND b >= {hi}), count(*) FILTER (a >= {hi}) "
+                       "FROM lk_pairs").fetchall()[0] > (0, 0)  # off-diagonal and last-range tiles hold pairs
+    assert n > 100 and con.execute("SELECT count(*) FROM tiles").fetchall()[0][0] == n
+    for x, y in (("whole", "tiles"), ("tiles", "whole")):
         assert con.execute(f"SELECT count(*) FROM (SELECT * FROM {x} EXCEPT ALL SELECT * FROM {y})").fetchall() == [(0,)]
 
 

@@ -19,7 +19,7 @@ def build_records(con) -> int:
     (alphabetically first suspect: independent of which company called its own product primary),
     ``sus_h``/``pts_h`` (set hashes).
 
-    Ingredient and PT codes are integers (frequency ranks), compared faster than text. For the comparisons, which
+    Ingredient and PT codes are integers (frequency ranks from 1), compared faster than text. For the comparisons, which
     read every candidate pair: ``sus_n``/``pts_n`` (set sizes), ``sus_m``/``pts_m`` (64-bit set signatures: bit
     ``code % 64`` per member, so disjoint signatures prove an empty intersection without comparing the lists),
     ``sndr_h``/``mfr_h`` (hashes of the sender and manufacturer number, NULL when blank: 8-byte integers instead of long text) and
@@ -40,9 +40,11 @@ def build_records(con) -> int:
     n = con.execute("SELECT count(DISTINCT report_id) FROM lk_si").fetchall()[0][0]
     for t in ("sus", "pts"):
         src = "lk_si" if t == "sus" else "lk_pi"
+        # codes from 1: DuckDB's list hash skips leading zeros (hash([0, 5]) = hash([5])), so a code 0 made the
+        # set hashes of {rarest, X} and {X} equal (one blocking key, one term frequency for two sets)
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE lk_code_{t} AS
-            SELECT v, (row_number() OVER (ORDER BY count(*), v) - 1)::INTEGER AS code
+            SELECT v, row_number() OVER (ORDER BY count(*), v)::INTEGER AS code
             FROM {src} GROUP BY v""")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE lk_rec AS
