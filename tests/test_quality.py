@@ -1116,3 +1116,20 @@ def test_curated_validation_in_parts_equals_whole(tmp_path, monkeypatch):
                for c in parts)
     assert any(c[0] == "report_ingredients" and c[1] == "expect_column_values_to_not_be_null" and c[2] == ("report_id",)
                and c[3] is False and c[4] == 1 for c in parts)
+
+
+def test_orphan_lookup_by_binary_search_equals_a_set_difference():
+    """The orphan check's lookup (sorted report ids, binary search) against a brute-force set difference: ids
+    below, between and above the reference, duplicates, nulls, an empty reference."""
+    from pipeline.quality.curated import _not_in, _sorted_unique
+
+    rng = np.random.default_rng(5)
+    reports = pa.array(rng.choice(10_000, 3_000, replace=False).tolist() + [None], pa.int64())
+    ref = _sorted_unique(reports)
+    assert ref.tolist() == sorted(set(reports.drop_null().to_pylist()))
+    for ids in (pa.array(rng.integers(-50, 10_050, 5_000).tolist() + [None, None], pa.int64()),
+                pa.array([], pa.int64()), pa.array([ref[0], ref[-1]], pa.int64())):
+        got = _not_in(ids, ref).to_pylist()
+        want = [x for x in ids.to_pylist() if x is None or x not in set(ref.tolist())]
+        assert sorted(got, key=lambda x: (x is None, x)) == sorted(want, key=lambda x: (x is None, x))
+    assert _not_in(pa.array([1, None], pa.int64()), _sorted_unique(pa.array([], pa.int64()))).to_pylist() == [1, None]

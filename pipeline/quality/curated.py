@@ -11,6 +11,7 @@ import math
 import os
 import time
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -93,6 +94,27 @@ def _rows_per_report(table: pa.Table) -> pa.Table:
         return pa.table({"report_id": pa.array([], pa.int64()), "n_rows": pa.array([], pa.int64())})
     counts = table.select(["report_id"]).group_by("report_id").aggregate([("report_id", "count")])
     return pa.table({"report_id": counts.column("report_id"), "n_rows": counts.column("report_id_count")})
+
+
+def _sorted_unique(ids: pa.Array) -> np.ndarray:
+    """The distinct non-null values of an integer id column, sorted (the reference of :func:`_not_in`)."""
+    a = np.sort(ids.drop_null().to_numpy(zero_copy_only=False))
+    return a[np.concatenate(([True], a[1:] != a[:-1]))] if len(a) else a
+
+
+def _not_in(ids: pa.Array, ref: np.ndarray) -> pa.Array:
+    """The values of ``ids`` missing from the sorted array ``ref``, nulls included (a null belongs to no report).
+
+    Sorted ids searched in the sorted reference (cache-friendly): at full scale 0.9 s per child table of 16 M
+    report ids, against about 4.5 s for ``pc.is_in`` (which also rebuilds its hash set of the 16 M report ids on
+    every call) and 5.7 s for the same search with the ids unsorted. The missing ids come out sorted.
+    """
+    v = np.sort(ids.drop_null().to_numpy(zero_copy_only=False))
+    pos = np.searchsorted(ref, v)
+    hit = pos < len(ref)
+    hit[hit] = ref[pos[hit]] == v[hit]
+    missing = pa.array(v[~hit], type=ids.type)
+    return pa.concat_arrays([missing, pa.nulls(ids.null_count, ids.type)]) if ids.null_count else missing
 
 
 def _examples(ids: pa.Array) -> str:
@@ -205,7 +227,10 @@ class _CuratedValidation:
             self.rows[name] = self.tables[name].num_rows
             self.gx_parts(name, self.tables[name], suite)
             if "report_id" in self.tables[name].column_names:  # else the column-set check above has failed
-                self.extra_ids[name] = pc.unique(self.tables[name].column("report_id").combine_chunks())
+                col = self.tables[name].column("report_id").combine_chunks()
+                # distinct ids by sorting (pc.unique hashed 16 M distinct ids in about 4 s); a null is an orphan
+                self.extra_ids[name] = pa.concat_arrays([pa.array(_sorted_unique(col), col.type),
+                                                         pa.nulls(min(col.null_count, 1), col.type)])
             del self.tables[name]
 
     def check_analysis_population(self) -> None:
@@ -221,8 +246,8 @@ class _CuratedValidation:
         df["n_pt_rows"] = df["n_pt_rows"].fillna(0).astype("int64")
         self.gx_table("analysis_population", df, load_suite("curated_analysis_population"), index=["report_id"])
 
-    def check_orphans(self, report_ids: pa.Array) -> None:
-        """Every row of a child table belongs to a kept report (pyarrow set operation)."""
+    def check_orphans(self, report_ids: np.ndarray) -> None:
+        """Every row of a child table belongs to a kept report (``report_ids``: sorted, distinct)."""
         for child in ("report_ingredients", "report_pts", "name_conflicts", *self.extra_ids):
             if not self.has(child):
                 continue
@@ -232,11 +257,11 @@ class _CuratedValidation:
                 ids = self.tables[child].column("report_id").combine_chunks()
             else:
                 ids = pc.unique(self.tables[child].column("report_id").combine_chunks())
-            orphans = pc.filter(ids, pc.invert(pc.fill_null(pc.is_in(ids, value_set=report_ids), False)))
+            orphans = _not_in(ids, report_ids)
             c = named_check("curated", child, self.scope, "report_id_in_reports", CRITICAL, len(orphans) == 0,
                             columns=["report_id"], unexpected=len(orphans), total=len(ids),
                             examples=orphans.slice(0, 5).to_pylist(),
-                            notes="every row belongs to a kept report (pyarrow set operation)")
+                            notes="every row belongs to a kept report (binary search in the sorted report ids)")
             if not c.success:
                 c.details = f"{len(orphans):,} report_id(s) not in reports, e.g. {_examples(orphans)}"
             self.checks.append(c)
@@ -327,10 +352,10 @@ def validate_curated(data_dir: DataDir, config=None, *, unmapped_share_max: floa
     v.check_extra_tables()
     if v.has("reports", "report_ingredients", "report_pts"):
         v.check_analysis_population()
-        report_ids = pc.unique(v.tables["reports"].column("report_id").combine_chunks().drop_null())
+        report_ids = _sorted_unique(v.tables["reports"].column("report_id").combine_chunks())
         v.check_orphans(report_ids)
         raw = _raw_totals(data_dir)
-        v.check_no_deleted_caseid(report_ids, raw)
+        v.check_no_deleted_caseid(pa.array(report_ids), raw)
     else:
         raw = _raw_totals(data_dir)
     if v.has("funnel"):
