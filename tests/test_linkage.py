@@ -185,8 +185,8 @@ def test_set_hashes_tell_a_set_with_the_rarest_member_from_the_set_without_it():
 
 
 def test_comparisons_in_tiles_equal_one_statement(monkeypatch):
-    """Many pairs are compared in tiles of two record ranges (memory); the tiles together give exactly the
-    one-statement table, every pair once."""
+    """Many pairs are compared in tiles of two record ranges (memory); the tiles together give exactly the table
+    of one statement over the pairs' own records (the path of few pairs), every pair once."""
     rep, ing, pts = _population(300)
     con = _connect(rep, ing, pts)
     n_rec = features.build_records(con)

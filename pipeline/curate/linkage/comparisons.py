@@ -117,10 +117,17 @@ def compare(con, pairs: str = "lk_pairs", out: str = "lk_cmp") -> None:
     gammas = ",\n               ".join(f"({sql})::TINYINT AS g_{name}" for name, sql in _SQL.items())
     tfs = ", ".join(f"CASE WHEN {cond} THEN x.{col} END AS {name}" for name, (col, cond) in _TF_SQL.items())
     n_pairs = con.execute(f"SELECT count(*) FROM {pairs}").fetchall()[0][0]
-    ranges = 1
+    ranges, records = 1, "lk_rec"
     if n_pairs > ONE_STATEMENT_PAIRS:
         n_rec = con.execute("SELECT count(*) FROM lk_rec").fetchall()[0][0]
         ranges = max(1, -(-n_rec * RANGE_BYTES_PER_RECORD // memory_limit_bytes(con)))
+    else:
+        # few pairs (the random, rule and training pairs): their own records first, so the joins read those
+        # instead of every record twice (at 0.1 of the full history under a 400 MB limit: 5.1 -> 1.9 s for the
+        # random pairs)
+        records = "lk_rec_of_pairs"
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE {records} AS SELECT * FROM lk_rec
+                        SEMI JOIN (SELECT a AS report_id FROM {pairs} UNION SELECT b FROM {pairs}) USING (report_id)""")
     bounds = [None, *_record_cuts(con, ranges), None]
     first = True
     for i in range(len(bounds) - 1):
@@ -133,7 +140,9 @@ def compare(con, pairs: str = "lk_pairs", out: str = "lk_cmp") -> None:
                            {gammas},
                            {tfs}
                     FROM (SELECT a, b FROM {pairs} WHERE {_between("a", alo, ahi)} AND {_between("b", blo, bhi)}) p
-                    JOIN (SELECT * FROM lk_rec WHERE {_between("report_id", alo, ahi)}) x ON x.report_id = p.a
-                    JOIN (SELECT * FROM lk_rec WHERE {_between("report_id", blo, bhi)}) y ON y.report_id = p.b)"""
+                    JOIN (SELECT * FROM {records} WHERE {_between("report_id", alo, ahi)}) x ON x.report_id = p.a
+                    JOIN (SELECT * FROM {records} WHERE {_between("report_id", blo, bhi)}) y ON y.report_id = p.b)"""
             con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS {select}" if first else f"INSERT INTO {out} {select}")
             first = False
+    if records != "lk_rec":
+        con.execute(f"DROP TABLE {records}")
