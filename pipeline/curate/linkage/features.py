@@ -16,7 +16,8 @@ def build_records(con) -> int:
     ``ev_y`` (year text), ``ev_ym`` (year-month text when known to the month), ``ev_day`` (DATE at day precision);
     ``age``; ``sex`` (M/F else NULL); ``country``; ``wt``; ``mfr_num``; ``sndr``; ``rcv`` (initial receipt date);
     ``sus``/``pts`` (sorted codes of the distinct suspect ingredients / PT keys; see below), ``sus1``
-    (alphabetically first suspect: independent of which company called its own product primary),
+    (the alphabetically first suspect, as its rank by name: independent of which company called its own product
+    primary),
     ``sus_h``/``pts_h`` (set hashes).
 
     Ingredient and PT codes are integers (frequency ranks from 1), compared faster than text. For the comparisons, which
@@ -42,13 +43,15 @@ def build_records(con) -> int:
         src = "lk_si" if t == "sus" else "lk_pi"
         # codes from 1: DuckDB's list hash skips leading zeros (hash([0, 5]) = hash([5])), so a code 0 made the
         # set hashes of {rarest, X} and {X} equal (one blocking key, one term frequency for two sets)
+        # alpha: the value's rank by name, so the first suspect by name is a min() over integers, not over text
+        alpha = ", row_number() OVER (ORDER BY v)::INTEGER AS alpha" if t == "sus" else ""
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE lk_code_{t} AS
-            SELECT v, row_number() OVER (ORDER BY count(*), v)::INTEGER AS code
+            SELECT v, row_number() OVER (ORDER BY count(*), v)::INTEGER AS code{alpha}
             FROM {src} GROUP BY v""")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE lk_rec AS
-        WITH s AS (SELECT report_id, list_sort(list(c.code)) AS sus, min(i.v) AS sus1,
+        WITH s AS (SELECT report_id, list_sort(list(c.code)) AS sus, min(c.alpha) AS sus1,
                           count(*)::INTEGER AS sus_n, bit_or((1::UBIGINT << (c.code % 64))::UBIGINT) AS sus_m
                    FROM lk_si i JOIN lk_code_sus c USING (v) GROUP BY report_id),
              p AS (SELECT report_id, list_sort(list(c.code)) AS pts,
