@@ -76,7 +76,7 @@ def link(con, policy, rule_edges: np.ndarray) -> tuple[np.ndarray, dict]:
     comparisons.compare(con, "lk_rand", "lk_cmp_rand")
     u = em.level_shares(*_patterns(con, table="lk_cmp_rand"), levels)
     # m start: the pairs the exact rules link (a prior the data may move away from)
-    m0 = [np.geomspace(1, 8 ** (n - 1), n) for n in levels]
+    m0 = [np.asarray(comparisons.m_start(name)) for name in names]
     if len(rule_edges):
         lo, hi = np.minimum(rule_edges[:, 0], rule_edges[:, 1]), np.maximum(rule_edges[:, 0], rule_edges[:, 1])
         con.register("_lk_rule", pa.table({"a": lo, "b": hi}))
@@ -112,10 +112,12 @@ def link(con, policy, rule_edges: np.ndarray) -> tuple[np.ndarray, dict]:
     for k, name in enumerate(comparisons.LEVELS):
         cases = " ".join(f"WHEN {lvl} THEN {w!r}" for lvl, w in enumerate(weights[k]))
         terms.append(f"CASE g_{name} {cases} ELSE 0 END")
-    for name, (col, level) in comparisons.TF.items():
-        # u of the exact level replaced by the agreeing value's own frequency: log2(m/tf) = log2(m/u) + this
-        lu = math.log2(u[names.index(name)][level])
-        terms.append(f"CASE WHEN g_{name} = {level} AND {col} IS NOT NULL THEN "
+    for name, (col, exact, known) in comparisons.TF.items():
+        # the field's u of exact agreement (among pairs where it is known) replaced by the agreeing value's own
+        # frequency: log2(m/tf) = log2(m/u) + this
+        uk = u[names.index(name)]
+        lu = math.log2(sum(uk[i] for i in exact) / sum(uk[i] for i in known))
+        terms.append(f"CASE WHEN g_{name} IN ({', '.join(map(str, exact))}) AND {col} IS NOT NULL THEN "
                      f"greatest(-{TF_CAP_BITS}, least({TF_CAP_BITS}, {lu!r} - {col})) ELSE 0 END")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE lk_scored AS

@@ -29,7 +29,7 @@ BLOCKS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 TRAINING: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "same_suspects_and_pts": (("sus_h", "pts_h"), ("suspects", "pts")),
     "same_day_sex_age": (("CASE WHEN ev_prec = 3 THEN ev END", "sex", "CAST(floor(age / 10) AS INTEGER)"),
-                         ("event_date", "sex", "age")),
+                         ("timing", "sex", "age")),
 }
 
 

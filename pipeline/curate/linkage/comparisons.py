@@ -9,9 +9,20 @@ agreement levels in ``TF``.
 
 from __future__ import annotations
 
+#: the event date's and the receipt date's own levels (None: the field is missing in either report)
+EVENT_LEVELS = ("disagree", "same year (one known to the year only)", "same month (one known to the month)",
+                "within 7 days", "same day")
+RECEIVED_LEVELS = ("> 365 days apart", "within 365 days", "within 30 days")
+#: (event level, received level) of each ``timing`` level, in level order; (None, None) is a missing comparison
+TIMING = tuple((e, r) for e in (None, *range(len(EVENT_LEVELS))) for r in (None, *range(len(RECEIVED_LEVELS)))
+               if (e, r) != (None, None))
+
 LEVELS: dict[str, tuple[str, ...]] = {
-    "event_date": ("disagree", "same year (one known to the year only)", "same month (one known to the month)",
-                   "within 7 days", "same day"),
+    # one comparison, not two: reports are received weeks after their event, so two unrelated reports received
+    # within 30 days mostly share the event year too; weighed as independent fields, that agreement was counted
+    # twice (by about 6 bits at 0.1 of the full history), and chance pairs of a common drug crossed the threshold
+    "timing": tuple(f"event {'unknown' if e is None else EVENT_LEVELS[e]}, "
+                    f"received {'unknown' if r is None else RECEIVED_LEVELS[r]}" for e, r in TIMING),
     "age": ("differ > 5 y", "within 5 y", "within 1.5 y", "same (0.05 y)"),
     "sex": ("differ", "same"),
     "country": ("differ", "same"),
@@ -19,15 +30,26 @@ LEVELS: dict[str, tuple[str, ...]] = {
     "suspects": ("none shared", "Jaccard < 0.5", "Jaccard >= 0.5", "identical"),
     "pts": ("none shared", "Jaccard < 0.5", "Jaccard >= 0.5", "identical"),
     "sender": ("other sender", "same sender, other number", "same manufacturer number"),
-    "received": ("> 365 days apart", "within 365 days", "within 30 days"),
 }
 
-#: comparison -> (tf column, exact-agreement level it adjusts). tf = log2 share of reports holding the agreeing value
-#: (for the sets: the whole set, so two reports naming only one common drug weigh less than two naming the same
-#: six drugs).
-TF: dict[str, tuple[str, int]] = {
-    "event_date": ("tf_ev", 4), "country": ("tf_country", 1), "suspects": ("tf_sus", 3), "pts": ("tf_pts", 3),
+#: comparison -> (tf column, the levels of exact agreement it adjusts, the levels at which the field is known).
+#: tf = log2 share of reports holding the agreeing value (for the sets: the whole set, so two reports naming only
+#: one common drug weigh less than two naming the same six drugs). The adjustment replaces the field's own ``u`` of
+#: exact agreement (its share among the pairs where the field is known) by tf.
+TF: dict[str, tuple[str, tuple[int, ...], tuple[int, ...]]] = {
+    "timing": ("tf_ev", tuple(i for i, (e, _) in enumerate(TIMING) if e == 4),
+               tuple(i for i, (e, _) in enumerate(TIMING) if e is not None)),
+    "country": ("tf_country", (1,), (0, 1)), "suspects": ("tf_sus", (3,), (0, 1, 2, 3)),
+    "pts": ("tf_pts", (3,), (0, 1, 2, 3)),
 }
+
+
+def m_start(name: str) -> list[float]:
+    """EM's start for ``m`` of a comparison (unnormalised): each closer level of a field 8 times likelier among
+    matches; for ``timing`` the product of its two fields' factors (an unknown field counts as its lowest level)."""
+    if name == "timing":
+        return [8.0 ** ((e or 0) + (r or 0)) for e, r in TIMING]
+    return [8.0 ** k for k in range(len(LEVELS[name]))]
 
 
 def _jaccard_level(inter: str, x: str, y: str) -> str:
@@ -43,12 +65,18 @@ def _intersection(t: str) -> str:
             f"ELSE len(list_intersect(x.{t}, y.{t})) END")
 
 
-_SQL = {
-    "event_date": """CASE WHEN x.ev_prec IS NULL OR y.ev_prec IS NULL THEN NULL
+_EVENT_SQL = """CASE WHEN x.ev_prec IS NULL OR y.ev_prec IS NULL THEN NULL
         WHEN x.ev_prec = 3 AND y.ev_prec = 3 THEN
              CASE WHEN x.ev_day = y.ev_day THEN 4 WHEN abs(x.ev_day - y.ev_day) <= 7 THEN 3 ELSE 0 END
         WHEN least(x.ev_prec, y.ev_prec) = 2 THEN CASE WHEN x.ev_ym = y.ev_ym THEN 2 ELSE 0 END
-        ELSE CASE WHEN x.ev_y = y.ev_y THEN 1 ELSE 0 END END""",
+        ELSE CASE WHEN x.ev_y = y.ev_y THEN 1 ELSE 0 END END"""
+_RECEIVED_SQL = """CASE WHEN x.rcv IS NULL OR y.rcv IS NULL THEN NULL WHEN abs(x.rcv - y.rcv) <= 30 THEN 2
+        WHEN abs(x.rcv - y.rcv) <= 365 THEN 1 ELSE 0 END"""
+
+_SQL = {
+    # level index in TIMING: 4 * (event level + 1 or 0 when unknown) + (received level + 1 or 0) - 1
+    "timing": f"""CASE WHEN ({_EVENT_SQL}) IS NULL AND ({_RECEIVED_SQL}) IS NULL THEN NULL
+        ELSE 4 * coalesce(({_EVENT_SQL}) + 1, 0) + coalesce(({_RECEIVED_SQL}) + 1, 0) - 1 END""",
     "age": """CASE WHEN x.age IS NULL OR y.age IS NULL THEN NULL WHEN abs(x.age - y.age) <= 0.05 THEN 3
         WHEN abs(x.age - y.age) <= 1.5 THEN 2 WHEN abs(x.age - y.age) <= 5 THEN 1 ELSE 0 END""",
     "sex": "CASE WHEN x.sex IS NULL OR y.sex IS NULL THEN NULL WHEN x.sex = y.sex THEN 1 ELSE 0 END",
@@ -62,8 +90,6 @@ _SQL = {
     "sender": """CASE WHEN x.sndr_h IS NULL OR y.sndr_h IS NULL THEN NULL
         WHEN x.sndr_h = y.sndr_h AND x.mfr_h = y.mfr_h THEN 2
         WHEN x.sndr_h = y.sndr_h THEN 1 ELSE 0 END""",
-    "received": """CASE WHEN x.rcv IS NULL OR y.rcv IS NULL THEN NULL WHEN abs(x.rcv - y.rcv) <= 30 THEN 2
-        WHEN abs(x.rcv - y.rcv) <= 365 THEN 1 ELSE 0 END""",
 }
 
 #: per-record term frequency of each TF column's value, and the condition under which a pair agrees on it
