@@ -209,6 +209,65 @@ def test_comparisons_in_tiles_equal_one_statement(monkeypatch):
         assert con.execute(f"SELECT count(*) FROM (SELECT * FROM {x} EXCEPT ALL SELECT * FROM {y})").fetchall() == [(0,)]
 
 
+def _timing_pair(k: int, e, r) -> list[dict]:
+    """Two reports (ids 5000 + 2k, 5001 + 2k) whose event dates agree at event level ``e`` and whose receipt dates
+    at received level ``r`` (None: the second report lacks the field)."""
+    ev = {None: ("20150601", ""), 0: ("20150601", "20150720"), 1: ("2015", "20150601"), 2: ("201506", "20150615"),
+          3: ("20150601", "20150605"), 4: ("20150601", "20150601")}[e]
+    gap = {None: None, 0: 400, 1: 100, 2: 10}[r]
+    base = dt.date(2016, 1, 1)
+    row = {"age_years": None, "sex": None, "reporter_country": None, "wt_kg": None, "mfr_num": "", "mfr_sndr": "",
+           "fda_dt": None}
+    return [{**row, "report_id": 5000 + 2 * k, "event_dt": ev[0], "init_fda_dt": base},
+            {**row, "report_id": 5001 + 2 * k, "event_dt": ev[1],
+             "init_fda_dt": None if gap is None else base + dt.timedelta(days=gap)}]
+
+
+def test_timing_levels_are_the_event_and_receipt_levels_of_every_combination():
+    """Event date and receipt date form one comparison: each pair's level is the index of its (event level,
+    received level) in ``TIMING``, brute-forced over every combination; both missing is a missing comparison."""
+    combos = [(e, r) for e in (None, 0, 1, 2, 3, 4) for r in (None, 0, 1, 2)]
+    rep = [row for k, (e, r) in enumerate(combos) for row in _timing_pair(k, e, r)]
+    ing = [{"report_id": x["report_id"], "ingredient": "DRUG00", "role_cod": "PS"} for x in rep]
+    pts = [{"report_id": x["report_id"], "pt_key": "pt 00", "pt": "pt 00"} for x in rep]
+    con = _connect(rep, ing, pts)
+    features.build_records(con)
+    con.execute("CREATE TEMP TABLE tp AS SELECT 5000 + 2 * k AS a, 5001 + 2 * k AS b FROM range(?) t(k)",
+                [len(combos)])
+    comparisons.compare(con, "tp", "tc")
+    got = dict(con.execute("SELECT (a - 5000) // 2, g_timing FROM tc").fetchall())
+    want = {k: None if (e, r) == (None, None) else comparisons.TIMING.index((e, r))
+            for k, (e, r) in enumerate(combos)}
+    assert got == want
+    assert len(comparisons.LEVELS["timing"]) == len(comparisons.TIMING) == 23
+
+
+def test_joint_timing_u_holds_what_independent_fields_would_miss():
+    """Reports are received 10-40 days after their event: among random pairs, "event within 7 days" and "received
+    within 30 days" go together far more often than the product of their shares (what two independent comparisons
+    assume). The linkage's u for that timing level is the joint share, and its weight is log2(m/u) of it."""
+    rng = np.random.default_rng(4)
+    rep, ing, pts = _population(600, seed=4)
+    for x in rep:
+        day = dt.date(2015, 1, 1) + dt.timedelta(days=int(rng.integers(0, 1500)))
+        x["event_dt"] = day.strftime("%Y%m%d")
+        x["init_fda_dt"] = day + dt.timedelta(days=int(rng.integers(10, 41)))
+    con = _connect(rep, ing, pts)
+    features.build_records(con)
+    blocking.random_pairs(con, 600, "rp")
+    comparisons.compare(con, "rp", "rc")
+    shares = dict(con.execute("SELECT g_timing, count(*) / sum(count(*)) OVER () FROM rc GROUP BY 1").fetchall())
+    lvl = comparisons.TIMING.index((3, 2))
+    e3 = sum(v for k, v in shares.items() if comparisons.TIMING[k][0] == 3)
+    r2 = sum(v for k, v in shares.items() if comparisons.TIMING[k][1] == 2)
+    assert shares[lvl] > 10 * e3 * r2
+    con = _connect(rep, ing, pts)
+    _, summary = linkage.link(con, _policy(min_reports=0, u_sample_reports=600), np.empty((0, 2), np.int64))
+    timing = summary["parameters"]["comparisons"]["timing"]
+    assert timing["u"][lvl] == pytest.approx(shares[lvl], rel=0.05)  # the joint share (+0.5 pseudo-pair a level)
+    assert timing["weight_bits"][lvl] == pytest.approx(math.log2(timing["m"][lvl] / timing["u"][lvl]))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # weights: term frequencies, missing values
 # ---------------------------------------------------------------------------------------------------------------
