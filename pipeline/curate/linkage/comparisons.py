@@ -1,7 +1,7 @@
 """Comparison vectors of the candidate pairs (temp table ``lk_cmp``).
 
-Each comparison maps a pair to an agreement level (0 = disagree, higher = closer) or NULL when either report lacks
-the field: a missing value is neither agreement nor disagreement, so it contributes weight 0 and is left out of
+Each comparison maps a pair to an agreement level (0 = disagree, higher = closer; ``timing``'s levels are the
+combinations of two fields' levels, :data:`TIMING`) or NULL when either report lacks the field: a missing value is neither agreement nor disagreement, so it contributes weight 0 and is left out of
 the EM sums. ``LEVELS`` names the levels in order; the level SQL below must produce exactly these values.
 Term-frequency inputs (``tf_*``: log2 share of reports holding the agreeing value) are carried for the exact
 agreement levels in ``TF``.
@@ -19,8 +19,8 @@ TIMING = tuple((e, r) for e in (None, *range(len(EVENT_LEVELS))) for r in (None,
 
 LEVELS: dict[str, tuple[str, ...]] = {
     # one comparison, not two: reports are received weeks after their event, so two unrelated reports received
-    # within 30 days mostly share the event year too; weighed as independent fields, that agreement was counted
-    # twice (by about 6 bits at 0.1 of the full history), and chance pairs of a common drug crossed the threshold
+    # within 30 days mostly share the event period too; weighed as independent fields, that agreement was counted
+    # twice (3.3-4 bits among the whole history's random pairs), and chance pairs of a common drug were linked
     "timing": tuple(f"event {'unknown' if e is None else EVENT_LEVELS[e]}, "
                     f"received {'unknown' if r is None else RECEIVED_LEVELS[r]}" for e, r in TIMING),
     "age": ("differ > 5 y", "within 5 y", "within 1.5 y", "same (0.05 y)"),
@@ -137,8 +137,8 @@ def compare(con, pairs: str = "lk_pairs", out: str = "lk_cmp") -> None:
     tile's statement joins its pairs with two record ranges, whose hash tables fit DuckDB's memory limit
     (:data:`RANGE_BYTES_PER_RECORD`). Parts by ranges of ``a`` alone had to join every part's pairs with all later
     records, and DuckDB built that join's hash table on the part's wide pair rows, spilling them: at 0.1 of the
-    full history with a 400 MB limit the comparisons took 13.4 s in 18 parts and 7.6 s in 6 tiles (3 ranges),
-    same rows.
+    full history with a 400 MB limit the comparisons took 13.4 s in 18 parts and 7.6-9.0 s in 6-10 tiles, and the
+    whole history's 90 M pairs 136.6 s in parts and 91.4 s in 15 tiles, same rows.
     """
     gammas = ",\n               ".join(f"({sql})::TINYINT AS g_{name}" for name, sql in _SQL.items())
     tfs = ", ".join(f"CASE WHEN {cond} THEN x.{col} END AS {name}" for name, (col, cond) in _TF_SQL.items())
