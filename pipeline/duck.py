@@ -46,6 +46,15 @@ def sql_str(value) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+def memory_limit_bytes(con) -> int:
+    """The ``memory_limit`` of connection ``con`` in bytes (it reports e.g. ``'3.7 GiB'``)."""
+    text = con.execute("SELECT current_setting('memory_limit')").fetchone()[0].strip()
+    num, _, unit = text.partition(" ")
+    scale = {"": 1, "bytes": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40,
+             "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+    return int(float(num) * scale.get(unit.strip(), 1))
+
+
 def configure(resources: Resources | None, data_dir=None) -> None:
     """Set the resources (and data directory) that :func:`connect` uses when called without them.
 

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline import duck
 from pipeline.curate import curate, linkage
 from pipeline.curate.linkage import blocking, cluster, comparisons, features
 from pipeline.errors import PipelineError
@@ -195,7 +196,7 @@ def test_comparisons_in_tiles_equal_one_statement(monkeypatch):
     comparisons.compare(con, out="whole")
     # four record ranges: ten tiles
     monkeypatch.setattr(comparisons, "ONE_STATEMENT_PAIRS", 0)
-    monkeypatch.setattr(comparisons, "RANGE_BYTES_PER_RECORD", 4 * comparisons.memory_limit_bytes(con) // n_rec)
+    monkeypatch.setattr(comparisons, "RANGE_BYTES_PER_RECORD", 4 * duck.memory_limit_bytes(con) // n_rec)
     cuts = []
     real_cuts = comparisons._record_cuts
     monkeypatch.setattr(comparisons, "_record_cuts", lambda c, k: cuts.append(real_cuts(c, k)) or cuts[-1])

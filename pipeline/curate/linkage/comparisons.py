@@ -9,6 +9,8 @@ agreement levels in ``TF``.
 
 from __future__ import annotations
 
+from pipeline import duck
+
 #: the event date's and the receipt date's own levels (None: the field is missing in either report)
 EVENT_LEVELS = ("disagree", "same year (one known to the year only)", "same month (one known to the month)",
                 "within 7 days", "same day")
@@ -108,15 +110,6 @@ ONE_STATEMENT_PAIRS = 2_000_000
 RANGE_BYTES_PER_RECORD = 1000
 
 
-def memory_limit_bytes(con) -> int:
-    """DuckDB's ``memory_limit`` of ``con`` in bytes (it reports e.g. ``'3.7 GiB'``)."""
-    text = con.execute("SELECT current_setting('memory_limit')").fetchone()[0].strip()
-    num, _, unit = text.partition(" ")
-    scale = {"": 1, "bytes": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40,
-             "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
-    return int(float(num) * scale.get(unit.strip(), 1))
-
-
 def _record_cuts(con, ranges: int) -> list[int]:
     """Split points of ``lk_rec.report_id`` giving ``ranges`` ranges of about equal record counts."""
     if ranges <= 1:
@@ -146,7 +139,7 @@ def compare(con, pairs: str = "lk_pairs", out: str = "lk_cmp") -> None:
     ranges, records = 1, "lk_rec"
     if n_pairs > ONE_STATEMENT_PAIRS:
         n_rec = con.execute("SELECT count(*) FROM lk_rec").fetchall()[0][0]
-        ranges = max(1, -(-n_rec * RANGE_BYTES_PER_RECORD // memory_limit_bytes(con)))
+        ranges = max(1, -(-n_rec * RANGE_BYTES_PER_RECORD // duck.memory_limit_bytes(con)))
     else:
         # few pairs (the random, rule and training pairs): their own records first, so the joins read those
         # instead of every record twice (at 0.1 of the full history under a 400 MB limit: 5.1 -> 1.9 s for the
