@@ -8,6 +8,7 @@ The generator below (`make_raw_quarter`, `write_raw_quarter`) writes FDA-like ra
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -1088,11 +1089,9 @@ def test_validation_cannot_finish_with_a_table_missing(tmp_path, clean_2024q1):
         v.finish()
 
 
-def test_curated_validation_in_parts_equals_whole(tmp_path, monkeypatch):
+def test_curated_validation_in_parts_equals_whole(tmp_path):
     """Big tables are validated in parts of whole reports: the same checks, counts and verdicts as in one piece,
     including a duplicate report_id, a null report_id, a blank PT and an empty table's row count."""
-    from pipeline.quality import curated
-
     dd, f = make_curated(tmp_path, n_demo=300)
     rep = f["reports"].copy()
     rep.loc[1, "report_id"] = rep.loc[0, "report_id"]           # a duplicate: both rows fall in one part
@@ -1102,20 +1101,72 @@ def test_curated_validation_in_parts_equals_whole(tmp_path, monkeypatch):
     ing.loc[ing.index[5], "report_id"] = None                    # a row of no report: held by no part
     write_curated(dd, {**f, "reports": rep, "report_pts": pts, "report_ingredients": ing})
 
-    def checks():
-        s = quality.validate_curated(dd, None, data_docs=False, raise_on_critical=False)
+    def checks(**kw):
+        s = quality.validate_curated(dd, None, data_docs=False, raise_on_critical=False, workers=0, **kw)
         return sorted((c["table"], c["expectation"], tuple(c["columns"]), c["success"], c.get("unexpected_count"),
                        c.get("element_count")) for c in s["checks"])
 
     whole = checks()
-    monkeypatch.setattr(curated, "CHUNK_ROWS", 50)               # every big table in 8-32 parts
-    parts = checks()
+    parts = checks(chunk_rows=50)                                # every big table in 8-32 parts
     assert parts == whole
     assert ("reports", "expect_column_values_to_be_unique", ("report_id",), False, 2, 300) in whole
     assert any(c[0] == "report_pts" and c[1] == "expect_column_value_lengths_to_be_between" and c[4] == 5
                for c in parts)
     assert any(c[0] == "report_ingredients" and c[1] == "expect_column_values_to_not_be_null" and c[2] == ("report_id",)
                and c[3] is False and c[4] == 1 for c in parts)
+
+
+@pytest.mark.slow
+def test_curated_validation_in_worker_processes_equals_one_process(tmp_path):
+    """The tables' suites in two worker processes give the summary of one process: every check, in the same
+    order, with the same counts, examples and details, a critical failure among them; the same Data Docs pages."""
+    dd, f = make_curated(tmp_path, n_demo=300)
+    rep = f["reports"].copy()
+    rep.loc[1, "report_id"] = rep.loc[0, "report_id"]           # a critical failure inside a worker's table
+    pts = f["report_pts"].copy()
+    pts.iloc[[3, 60], pts.columns.get_loc("pt")] = ""
+    write_curated(dd, {**f, "reports": rep, "report_pts": pts})
+
+    def summary(workers):
+        return quality.validate_curated(dd, None, data_docs=True, docs_dir=tmp_path / f"docs{workers}",
+                                        raise_on_critical=False, workers=workers, chunk_rows=64)
+
+    def pages(workers):
+        return sorted(p.name for p in (tmp_path / f"docs{workers}" / "expectations").glob("*.html"))
+
+    one, two = summary(0), summary(2)
+    assert pages(2) == pages(0) and "curated_report_pts.html" in pages(0)
+    assert (one["workers"], two["workers"]) == (0, 2)
+    assert two["checks"] == one["checks"]
+    assert two["critical_failures"] == one["critical_failures"] != []
+    assert two["warnings"] == one["warnings"]
+    assert {c["table"] for c in two["checks"]} >= {"reports", "report_pts", "report_ingredients", "funnel"}
+
+
+def _workers_in_daemon(q):
+    from pipeline.quality.curated_tables import workers_for
+
+    q.put(workers_for(10**9))
+
+
+def test_validation_workers_only_for_big_folders_and_never_inside_a_daemon(monkeypatch):
+    """Worker processes only from PARALLEL_MIN_ROWS rows, never inside a daemonic process (a Celery pool
+    process may not start children), and FAERS_VALIDATION_WORKERS overrides."""
+    import multiprocessing
+
+    from pipeline.quality.curated_tables import PARALLEL_MIN_ROWS, workers_for
+
+    monkeypatch.delenv("FAERS_VALIDATION_WORKERS", raising=False)
+    assert workers_for(PARALLEL_MIN_ROWS - 1) == 0
+    assert workers_for(PARALLEL_MIN_ROWS) == min(2, os.cpu_count() or 1)
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_workers_in_daemon, args=(q,), daemon=True)
+    p.start()
+    assert q.get(timeout=60) == 0
+    p.join(60)
+    monkeypatch.setenv("FAERS_VALIDATION_WORKERS", "0")
+    assert workers_for(10**9) == 0
 
 
 def test_orphan_lookup_by_binary_search_equals_a_set_difference():

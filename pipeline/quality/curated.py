@@ -7,7 +7,6 @@ Writes ``DIR/validation/curated/curated.json``.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 
@@ -18,8 +17,10 @@ import pyarrow.parquet as pq
 
 from pipeline.layout import DELETED, DataDir
 from pipeline.quality.checks import CRITICAL, Check, finish, fmt_count, named_check
-from pipeline.quality.gx import GxRun, checks_from_result, data_docs_enabled, docs_dir_for, to_pandas
-from pipeline.quality.suites import load_suite, split_structural, suite_columns
+from pipeline.quality.curated_tables import (SCOPE, Jobs, TableJob, frame_checks, read_table, release_memory,
+                                             workers_for)
+from pipeline.quality.gx import GxRun, data_docs_enabled, docs_dir_for
+from pipeline.quality.suites import load_suite, suite_columns
 
 CURATED_TABLES = ("reports", "report_ingredients", "report_pts", "funnel", "unmapped_drugs", "name_conflicts")
 #: the analyses' tables (OUTC, family drug rows, INDI, THER of the kept version); a curated folder written before
@@ -27,10 +28,6 @@ CURATED_TABLES = ("reports", "report_ingredients", "report_pts", "funnel", "unma
 CURATED_EXTRA_TABLES = ("report_outcomes", "report_substance_drugs", "report_indications", "report_therapies")
 #: tables whose row-level suite runs as soon as the table is read (the funnel needs a derived column first)
 _ROW_SUITE_TABLES = ("reports", "report_ingredients", "report_pts", "unmapped_drugs", "name_conflicts")
-#: rows per GX run: a bigger table is validated in parts of whole reports (report_id bits), since GX's pandas
-#: engine needs several times a frame's size (the whole history's tables needed more than 21 GB at once). Every
-#: uniqueness expectation of these suites includes report_id, so a duplicate is always inside one part.
-CHUNK_ROWS = 2_000_000
 #: what the cross-table facts need of a table once its own suite has run (the rest is let go: the whole history's
 #: tables are gigabytes)
 _KEEP_AFTER_SUITE = {"reports": ["report_id", "in_analysis", "has_drug", "has_pt"], "report_ingredients": ["report_id"],
@@ -50,14 +47,6 @@ def _cfg_threshold(config, name: str, default: float) -> float:
     return float(getattr(config.gates, name))
 
 
-def _read_curated(data_dir: DataDir, name: str, columns: list[str]) -> tuple[pa.Table, pa.Schema | None]:
-    path = data_dir.curated / f"{name}.parquet"
-    if not path.exists():
-        return pa.table({c: pa.array([], pa.null()) for c in columns}), None
-    schema = pq.read_schema(path)
-    return pq.read_table(path, columns=[c for c in columns if c in schema.names]), schema
-
-
 def _raw_totals(data_dir: DataDir) -> dict:
     """DEMO/DRUG rows of every ingested quarter (Parquet footers) and the union of deleted caseids."""
     demo = drug = 0
@@ -73,18 +62,6 @@ def _raw_totals(data_dir: DataDir) -> dict:
             deleted.append(pq.read_table(p, columns=["caseid_int"]).column(0).combine_chunks())
     ids = pc.unique(pa.concat_arrays(deleted).drop_null()) if deleted else pa.array([], pa.int64())
     return {"demo_rows": demo, "drug_rows": drug, "deleted_caseids": ids}
-
-
-def _merge(a: Check, b: Check) -> Check:
-    """One expectation's checks on two parts of a table as one check on both."""
-    a.success = a.success and b.success
-    if a.unexpected_count is not None or b.unexpected_count is not None:
-        a.unexpected_count = (a.unexpected_count or 0) + (b.unexpected_count or 0)
-        a.element_count = (a.element_count or 0) + (b.element_count or 0)
-        a.unexpected_percent = 100.0 * a.unexpected_count / a.element_count if a.element_count else None
-    a.examples = (a.examples + [x for x in b.examples if x not in a.examples])[:20]
-    a.details = a.details or b.details
-    return a
 
 
 def _rows_per_report(table: pa.Table) -> pa.Table:
@@ -123,9 +100,13 @@ def _examples(ids: pa.Array) -> str:
 
 class _CuratedValidation:
     """The curated tables as read, and the checks found on them so far (in the order they appear in the
-    summary: file presence, row-level suites, the analyses' tables, cross-table facts, funnel, drug mapping)."""
+    summary: file presence, row-level suites, the analyses' tables, cross-table facts, funnel, drug mapping).
 
-    scope, run_name = "", "curated"
+    The tables' own suites run as :class:`~pipeline.quality.curated_tables.Jobs` (worker processes for a big
+    folder); this object reads only what the cross-table facts need of them.
+    """
+
+    scope = SCOPE
 
     def __init__(self, data_dir: DataDir, gxr: GxRun):
         self.data_dir, self.gxr = data_dir, gxr
@@ -136,102 +117,60 @@ class _CuratedValidation:
         self.rows: dict[str, int] = {}
         for name in CURATED_TABLES:
             path = data_dir.curated / f"{name}.parquet"
-            if name in _ROW_SUITE_TABLES and path.exists():  # read by check_row_suites, one at a time
+            if name in _ROW_SUITE_TABLES and path.exists():  # a job runs its suite; only some columns read here
                 self.schemas[name], self.rows[name] = pq.read_schema(path), pq.read_metadata(path).num_rows
                 continue
-            self.tables[name], self.schemas[name] = _read_curated(data_dir, name, self._columns(name))
+            self.tables[name], self.schemas[name] = read_table(data_dir, name, self._columns(name))
             self.rows[name] = self.tables[name].num_rows
             if self.schemas[name] is None:
                 self.checks.append(named_check("curated", name, self.scope, "file_present", CRITICAL, False,
                                                details=f"missing {path}"))
+        self.extras = [n for n in CURATED_EXTRA_TABLES if (data_dir.curated / f"{n}.parquet").exists()]
+        for name in self.extras:
+            path = data_dir.curated / f"{name}.parquet"
+            self.schemas[name], self.rows[name] = pq.read_schema(path), pq.read_metadata(path).num_rows
         self.extra_ids: dict[str, pa.Array] = {}  # report_id of the analyses' tables present
 
     def _columns(self, name: str) -> list[str]:
         return list(dict.fromkeys([*suite_columns(self.suites[name]), *_KEEP_AFTER_SUITE.get(name, [])]))
 
-    def _slim(self, name: str) -> None:
-        keep = [c for c in _KEEP_AFTER_SUITE.get(name, ["report_id"]) if c in self.tables[name].column_names]
-        self.tables[name] = self.tables[name].select(keep)
+    def jobs(self) -> list[TableJob]:
+        """The row-level suites of the tables present, then the analyses' tables' suites."""
+        jobs = [TableJob(n, f"curated_{n}", tuple(self._columns(n))) for n in _ROW_SUITE_TABLES if self.has(n)]
+        for name in self.extras:
+            suite = load_suite(f"curated_{name}")
+            jobs.append(TableJob(name, suite["name"], tuple(dict.fromkeys([*suite_columns(suite), "report_id"]))))
+        return jobs
 
     def has(self, *names: str) -> bool:
         return all(self.schemas.get(n) is not None for n in names)
 
     def gx_table(self, name: str, df, suite: dict | None = None, params: dict | None = None, index=None) -> None:
-        """The table's data suite on ``df``, and its column-set suite on an empty frame of the file's schema."""
-        suite = suite or self.suites[name]
-        data_suite, col_suite = split_structural(suite)
-        res = self.gxr.run(data_suite, df, asset=f"curated_{name}", params=params or {}, run_name=self.run_name,
-                           index_columns=index)
-        self.checks += checks_from_result(res, layer="curated", table=name, scope=self.scope, suite=data_suite)
-        self.column_set(name, col_suite)
+        """The table's data suite on the frame ``df``, and its column-set suite."""
+        self.checks += frame_checks(self.gxr, name, df, self.schemas.get(name), suite or self.suites[name],
+                                    params, index)
 
-    def column_set(self, name: str, col_suite: dict) -> None:
-        """The column-set expectations on an empty frame of the file's schema."""
-        if col_suite["expectations"] and self.schemas.get(name) is not None:
-            res = self.gxr.run(col_suite, self.schemas[name].empty_table().to_pandas(),
-                               asset=f"curated_{name}_columns", params={}, run_name=self.run_name, persist=False)
-            self.checks += checks_from_result(res, layer="curated", table=name, scope=self.scope, suite=col_suite)
-
-    def gx_parts(self, name: str, table: pa.Table, suite: dict | None = None) -> None:
-        """:meth:`gx_table` on ``table`` in parts of at most about :data:`CHUNK_ROWS` rows, the checks merged
-        (counts summed, examples from the first parts); the row count is checked on the whole table."""
-        suite = suite or self.suites[name]
-        cols = suite_columns(suite)
-        if table.num_rows <= CHUNK_ROWS or "report_id" not in table.column_names:
-            self.gx_table(name, to_pandas(table, cols), suite)
-            return
-        parts = 1 << math.ceil(math.log2(table.num_rows / CHUNK_ROWS))
-        data_suite, _ = split_structural(suite)
-        counts = [e for e in data_suite["expectations"] if e["type"] == "expect_table_row_count_to_be_between"]
-        rows_suite = {**data_suite, "expectations": [e for e in data_suite["expectations"] if e not in counts]}
-        key = pc.bit_wise_and(table.column("report_id"), parts - 1)
-        masks = [pc.fill_null(pc.equal(key, i), False) for i in range(parts)]
-        if table.column("report_id").null_count:  # rows no part holds: the not-null check names them
-            masks.append(pc.is_null(table.column("report_id")))
-        merged: list[Check] = []
-        for mask in masks:
-            res = self.gxr.run(rows_suite, to_pandas(table.filter(mask), cols), asset=f"curated_{name}", params={},
-                               run_name=self.run_name)
-            got = checks_from_result(res, layer="curated", table=name, scope=self.scope, suite=rows_suite)
-            merged = got if not merged else [_merge(a, b) for a, b in zip(merged, got)]
-        self.checks += merged
-        for e in counts:
-            lo, hi = e["kwargs"].get("min_value"), e["kwargs"].get("max_value")
-            ok = (lo is None or table.num_rows >= lo) and (hi is None or table.num_rows <= hi)
-            c = named_check("curated", name, self.scope, e["type"], e.get("severity", CRITICAL), ok,
-                            observed=table.num_rows, notes=(e.get("meta") or {}).get("notes", ""))
-            c.suite, c.kwargs = suite["name"], dict(e["kwargs"])
-            if not ok:
-                c.details = f"observed {table.num_rows:,} rows, expected {fmt_count(lo)}..{fmt_count(hi)}"
-            self.checks.append(c)
-        self.column_set(name, split_structural(suite)[1])
-
-    def check_row_suites(self) -> None:
+    def read_row_tables(self) -> None:
+        """What the cross-table facts need of the row-suite tables: rows per report of the child tables, a few
+        columns of the others."""
         for name in _ROW_SUITE_TABLES:
-            if self.has(name):
-                self.tables[name] = _read_curated(self.data_dir, name, self._columns(name))[0]
-                self.gx_parts(name, self.tables[name])
-                if name in _COUNT_AFTER_SUITE:
-                    self.tables[name] = _rows_per_report(self.tables[name])
-                elif name in _KEEP_AFTER_SUITE:
-                    self._slim(name)
-
-    def check_extra_tables(self) -> None:
-        """The analyses' tables that exist: each one's own suite (their orphans come with the cross-table facts)."""
-        for name in CURATED_EXTRA_TABLES:
-            if not (self.data_dir.curated / f"{name}.parquet").exists():
+            if not self.has(name):
                 continue
-            suite = load_suite(f"curated_{name}")
-            cols = list(dict.fromkeys([*suite_columns(suite), "report_id"]))
-            self.tables[name], self.schemas[name] = _read_curated(self.data_dir, name, cols)
-            self.rows[name] = self.tables[name].num_rows
-            self.gx_parts(name, self.tables[name], suite)
-            if "report_id" in self.tables[name].column_names:  # else the column-set check above has failed
-                col = self.tables[name].column("report_id").combine_chunks()
+            if name in _COUNT_AFTER_SUITE:
+                self.tables[name] = _rows_per_report(read_table(self.data_dir, name, ["report_id"])[0])
+            else:
+                cols = _KEEP_AFTER_SUITE.get(name) or self._columns(name)
+                self.tables[name] = read_table(self.data_dir, name, cols)[0]
+
+    def read_extra_ids(self) -> None:
+        """The distinct report ids of the analyses' tables (their orphans come with the cross-table facts)."""
+        for name in self.extras:
+            col = read_table(self.data_dir, name, ["report_id"])[0]
+            if "report_id" in col.column_names:  # else the table's column-set check has failed
+                col = col.column("report_id").combine_chunks()
                 # distinct ids by sorting (pc.unique hashed 16 M distinct ids in about 4 s); a null is an orphan
                 self.extra_ids[name] = pa.concat_arrays([pa.array(_sorted_unique(col), col.type),
                                                          pa.nulls(min(col.null_count, 1), col.type)])
-            del self.tables[name]
 
     def check_analysis_population(self) -> None:
         """Every in-analysis report has a drug and a PT row (GX on a per-report count frame built with pyarrow)."""
@@ -333,38 +272,56 @@ class _CuratedValidation:
 
 def validate_curated(data_dir: DataDir, config=None, *, unmapped_share_max: float | None = None,
                      data_docs: bool | None = None, docs_dir: str | os.PathLike | None = None,
-                     raise_on_critical: bool = True) -> dict:
+                     raise_on_critical: bool = True, workers: int | None = None,
+                     chunk_rows: int | None = None) -> dict:
     """Validate ``DIR/curated/*.parquet``; write ``validation/curated/curated.json``; raise on critical failures.
 
     Critical: one row per report_id; no caseid of any deleted-case list left; every in-analysis report has at
     least one drug and one PT; ingredient/PT rows belong to a report; the funnel chains (reports_out of step i =
     reports_in of step i+1), never adds reports, starts with every raw DEMO row and ends at the in-analysis count.
     Warning: the share of unmapped drug rows above ``unmapped_share_max`` (default: config
-    ``thresholds.unmapped_share_max``, else 0.05).
+    ``thresholds.unmapped_share_max``, else 0.05). The tables' own suites run in ``workers`` processes
+    (``None``: :func:`~pipeline.quality.curated_tables.workers_for`; 0: in this process), on parts of at most
+    ``chunk_rows`` rows (``None``: :data:`~pipeline.quality.curated_tables.CHUNK_ROWS`).
     """
     data_dir = data_dir if isinstance(data_dir, DataDir) else DataDir.of(data_dir)
     if unmapped_share_max is None:
         unmapped_share_max = _cfg_threshold(config, "unmapped_share_max", 0.05)
     t0 = time.perf_counter()
-    gxr = GxRun(docs_dir_for(data_dir, docs_dir), render=data_docs_enabled(data_docs, default=False))
+    docs = docs_dir_for(data_dir, docs_dir)
+    gxr = GxRun(docs, render=data_docs_enabled(data_docs, default=False))
     v = _CuratedValidation(data_dir, gxr)
-    v.check_row_suites()
-    v.check_extra_tables()
-    if v.has("reports", "report_ingredients", "report_pts"):
-        v.check_analysis_population()
-        report_ids = _sorted_unique(v.tables["reports"].column("report_id").combine_chunks())
-        v.check_orphans(report_ids)
-        raw = _raw_totals(data_dir)
-        v.check_no_deleted_caseid(pa.array(report_ids), raw)
-    else:
-        raw = _raw_totals(data_dir)
-    if v.has("funnel"):
-        v.check_funnel(raw)
-    share, basis = v.unmapped_share(raw)
-    if share is not None:
-        v.check_unmapped_share(share, basis, unmapped_share_max)
+    jobs = v.jobs()
+    if workers is None:
+        workers = workers_for(sum(v.rows.get(j.name, 0) for j in jobs))
+    running = Jobs(data_dir, jobs, docs, gxr, workers, chunk_rows)  # the workers import GX meanwhile
+    try:
+        first, v.checks = v.checks, []
+        v.read_row_tables()
+        v.read_extra_ids()
+        if v.has("reports", "report_ingredients", "report_pts"):
+            v.check_analysis_population()
+            report_ids = _sorted_unique(v.tables["reports"].column("report_id").combine_chunks())
+            v.check_orphans(report_ids)
+            raw = _raw_totals(data_dir)
+            v.check_no_deleted_caseid(pa.array(report_ids), raw)
+        else:
+            raw = _raw_totals(data_dir)
+        if v.has("funnel"):
+            v.check_funnel(raw)
+        share, basis = v.unmapped_share(raw)
+        if share is not None:
+            v.check_unmapped_share(share, basis, unmapped_share_max)
+        cross, v.checks = v.checks, []
+        v.tables.clear()  # the jobs hold the big tables now: this process lets its columns go first
+        v.extra_ids.clear()
+        release_memory()
+        running.start()
+        v.checks = first + [c for j in jobs for c in running.checks(j.name)] + cross
+    finally:
+        running.close()
     timings = {"validation": round(time.perf_counter() - t0, 3)}
-    extra = {"rows": v.rows, "thresholds": {"unmapped_share_max": unmapped_share_max},
+    extra = {"rows": v.rows, "workers": workers, "thresholds": {"unmapped_share_max": unmapped_share_max},
              "unmapped_share": share, "unmapped_share_basis": basis}
     return finish("curated", "curated", v.checks, data_dir.validation / "curated" / "curated.json", extra=extra,
                   gxr=gxr, timings=timings, raise_on_critical=raise_on_critical)

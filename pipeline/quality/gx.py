@@ -77,19 +77,26 @@ class GxCore:
         self.built = {"suites": 0, "definitions": 0, "rebuilt": 0}
         self._serial = 0
 
-    def definition(self, suite: dict, asset: str, fresh: bool = False):
-        """The validation definition of ``suite`` on ``asset`` (a whole-dataframe batch), built once
-        (``fresh=True``: build the suite and the definition again)."""
+    def suite(self, suite: dict, fresh: bool = False) -> str:
+        """Add ``suite`` to the context unless it is there with the same expectations (``fresh=True``: add it
+        again); returns its content key."""
         key = json.dumps(suite, sort_keys=True, default=str)
         name = suite["name"]
         have = self._suites.get(name)
-        if fresh:
-            self._definitions.pop((asset, name, key), None)
         if have is None or have[0] != key or fresh:  # new, or the same name with other expectations: replace it
             if have is not None:
                 self.ctx.suites.delete(name)
             self._suites[name] = (key, self.ctx.suites.add(self.gx.ExpectationSuite(**suite)))
             self.built["suites"] += 1
+        return key
+
+    def definition(self, suite: dict, asset: str, fresh: bool = False):
+        """The validation definition of ``suite`` on ``asset`` (a whole-dataframe batch), built once
+        (``fresh=True``: build the suite and the definition again)."""
+        name = suite["name"]
+        if fresh:
+            self._definitions.pop((asset, name, json.dumps(suite, sort_keys=True, default=str)), None)
+        key = self.suite(suite, fresh)
         dkey = (asset, name, key)
         vd = self._definitions.get(dkey)
         if vd is None:
@@ -141,7 +148,15 @@ class GxRun:
         self.memory_store, self.file_store = self.core.memory_store, self.core.file_store
         self.results_dir = self.core.results_dir
         self._n = 0
-        self._suite_names: set[str] = set()
+        self.suites: dict[str, dict] = {}  # name -> the suite whose result went to the result store last
+
+    def adopt(self, suites: dict[str, dict]) -> None:
+        """Render Data Docs also for ``suites``, which another process's run stored results of (its suites
+        must be in this context to be rendered)."""
+        self.suites.update(suites)
+        if self.render:
+            for suite in suites.values():
+                self.core.suite(suite)
 
     def run(self, suite: dict, df, *, asset: str, params: dict, run_name: str, index_columns: list | None = None,
             persist: bool = True):
@@ -157,7 +172,7 @@ class GxRun:
             self.ctx.variables.validation_results_store_name = store
         if persist:  # keep only the latest result per (suite, scope)
             shutil.rmtree(self.results_dir / suite["name"] / run_name, ignore_errors=True)
-            self._suite_names.add(suite["name"])
+            self.suites[suite["name"]] = suite
         vd = self.core.definition(suite, asset)
         # GX fingerprints every DataFrame under 1 GB with a full hash_pandas_object (0.4 s per 2 M rows) only
         # to label the batch; we label batches ourselves, so skip it for the duration of the run.
@@ -189,7 +204,7 @@ class GxRun:
         """Render every stored result that has no page yet (incl. this call's), this call's suites, the index."""
         if not self.render:
             return None
-        return _render_docs(self.ctx, self.docs_dir, self.file_store, self._suite_names)
+        return _render_docs(self.ctx, self.docs_dir, self.file_store, self.suites)
 
 
 def _forget_batches(source) -> None:
