@@ -26,16 +26,15 @@ CURATED_TABLES = ("reports", "report_ingredients", "report_pts", "funnel", "unma
 #: the analyses' tables (OUTC, family drug rows, INDI, THER of the kept version); a curated folder written before
 #: them is validated without them (the report then omits the sections that need them)
 CURATED_EXTRA_TABLES = ("report_outcomes", "report_substance_drugs", "report_indications", "report_therapies")
-#: tables whose row-level suite runs as soon as the table is read (the funnel needs a derived column first)
+#: tables whose own suite runs as a job on the file's columns (the funnel needs a derived column first)
 _ROW_SUITE_TABLES = ("reports", "report_ingredients", "report_pts", "unmapped_drugs", "name_conflicts")
-#: what the cross-table facts need of a table once its own suite has run (the rest is let go: the whole history's
-#: tables are gigabytes)
-_KEEP_AFTER_SUITE = {"reports": ["report_id", "in_analysis", "has_drug", "has_pt"], "report_ingredients": ["report_id"],
+#: what the cross-table facts read of a table (its suite's job reads the rest: the whole history's tables are
+#: gigabytes)
+_CROSS_COLUMNS = {"reports": ["report_id", "in_analysis", "has_drug", "has_pt"], "report_ingredients": ["report_id"],
                      "report_pts": ["report_id"], "name_conflicts": ["report_id"]}
-#: child tables kept after their suite as rows per report (``report_id``, ``n_rows``; report_id unique): all the
-#: population and orphan checks need, and a fraction of the report_id column itself (at full scale 70 M and 52 M
-#: ids held while the analyses' tables were read, the validation's memory peak)
-_COUNT_AFTER_SUITE = ("report_ingredients", "report_pts")
+#: child tables held as rows per report (``report_id``, ``n_rows``; report_id unique): all the population and
+#: orphan checks need, and a fraction of the report_id column itself (70 M and 52 M ids at full scale)
+_COUNTED = ("report_ingredients", "report_pts")
 
 
 def _cfg_threshold(config, name: str, default: float) -> float:
@@ -132,7 +131,7 @@ class _CuratedValidation:
         self.extra_ids: dict[str, pa.Array] = {}  # report_id of the analyses' tables present
 
     def _columns(self, name: str) -> list[str]:
-        return list(dict.fromkeys([*suite_columns(self.suites[name]), *_KEEP_AFTER_SUITE.get(name, [])]))
+        return list(dict.fromkeys([*suite_columns(self.suites[name]), *_CROSS_COLUMNS.get(name, [])]))
 
     def jobs(self) -> list[TableJob]:
         """The row-level suites of the tables present, then the analyses' tables' suites."""
@@ -156,10 +155,10 @@ class _CuratedValidation:
         for name in _ROW_SUITE_TABLES:
             if not self.has(name):
                 continue
-            if name in _COUNT_AFTER_SUITE:
+            if name in _COUNTED:
                 self.tables[name] = _rows_per_report(read_table(self.data_dir, name, ["report_id"])[0])
             else:
-                cols = _KEEP_AFTER_SUITE.get(name) or self._columns(name)
+                cols = _CROSS_COLUMNS.get(name) or self._columns(name)
                 self.tables[name] = read_table(self.data_dir, name, cols)[0]
 
     def read_extra_ids(self) -> None:
@@ -192,7 +191,7 @@ class _CuratedValidation:
                 continue
             if child in self.extra_ids:
                 ids = self.extra_ids[child]
-            elif child in _COUNT_AFTER_SUITE:  # already one row per report_id
+            elif child in _COUNTED:  # already one row per report_id
                 ids = self.tables[child].column("report_id").combine_chunks()
             else:
                 ids = pc.unique(self.tables[child].column("report_id").combine_chunks())
