@@ -68,8 +68,10 @@ def curate_all(data_dir: DataDir, config_path: str | Path | None = None, *, prog
 
     from pipeline import quality
     from pipeline.atomic import write_json
+    from pipeline.quality.curated_tables import workers_setting
 
     config = load_config(config_path)
+    workers_setting()  # a bad setting stops here, before curation swaps its tables in
     summary = curate(data_dir, config, progress=progress, force=force)
     # Curation swaps its tables in before they are validated. Remember which fingerprint passed, so a
     # failed validation is repeated (and fails again) on the next run instead of passing as "unchanged".

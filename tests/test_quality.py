@@ -1167,6 +1167,9 @@ def test_validation_workers_only_for_big_folders_and_never_inside_a_daemon(monke
     p.join(60)
     monkeypatch.setenv("FAERS_VALIDATION_WORKERS", "0")
     assert workers_for(10**9) == 0
+    monkeypatch.setenv("FAERS_VALIDATION_WORKERS", "two")
+    with pytest.raises(PipelineError, match="FAERS_VALIDATION_WORKERS must be a whole number"):
+        workers_for(0)
 
 
 def test_orphan_lookup_by_binary_search_equals_a_set_difference():

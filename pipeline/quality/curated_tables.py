@@ -150,14 +150,21 @@ def run_job(root: str, job: TableJob, docs_dir: str, chunk_rows: int) -> tuple[l
     return checks, gxr.suites
 
 
+def workers_setting() -> int | None:
+    """``FAERS_VALIDATION_WORKERS`` as a number (``None`` when unset); read before curation starts, so a bad value
+    stops the command before any work."""
+    env = os.environ.get("FAERS_VALIDATION_WORKERS", "").strip()
+    if env and not env.isdigit():
+        raise PipelineError(f"FAERS_VALIDATION_WORKERS must be a whole number >= 0, not {env!r}")
+    return int(env) if env else None
+
+
 def workers_for(rows: int) -> int:
     """Worker processes for tables of ``rows`` rows in all: 0 (this process) below :data:`PARALLEL_MIN_ROWS`,
     inside a daemonic process (which may not start children), or with ``FAERS_VALIDATION_WORKERS=0``."""
-    env = os.environ.get("FAERS_VALIDATION_WORKERS", "").strip()
-    if env:
-        if not env.isdigit():
-            raise PipelineError(f"FAERS_VALIDATION_WORKERS must be a whole number >= 0, not {env!r}")
-        return int(env)
+    setting = workers_setting()
+    if setting is not None:
+        return setting
     if rows < PARALLEL_MIN_ROWS or multiprocessing.current_process().daemon:
         return 0
     return min(2, os.cpu_count() or 1)
