@@ -28,13 +28,22 @@ class Resources:
     """DuckDB settings of every heavy step (config ``[resources]``).
 
     ``memory_limit``: DuckDB's own limit (e.g. ``"4GB"``); the process peaks somewhat above it (Python, Arrow
-    buffers handed to pandas/numpy). ``threads``: DuckDB worker threads. ``temp_directory``: spill folder,
-    relative to the data directory unless absolute.
+    buffers handed to pandas/numpy). ``curate_memory_limit``: the limit of curation's connection (label
+    ``"curate"``), empty for ``memory_limit``: curation's joins spill less with more, and its peak is what the
+    memory budget of a first load allows, not the one of ``signals``. ``threads``: DuckDB worker threads.
+    ``temp_directory``: spill folder, relative to the data directory unless absolute.
     """
 
     memory_limit: str = "4GB"
     threads: int = 2
     temp_directory: str = ".duckdb-spill"
+    curate_memory_limit: str = ""
+
+    def limit_of(self, label: str) -> tuple[str, str]:
+        """(setting name, limit) that bounds a connection labelled ``label``."""
+        if label == "curate" and self.curate_memory_limit:
+            return "resources.curate_memory_limit", self.curate_memory_limit
+        return "resources.memory_limit", self.memory_limit
 
 
 _current: Resources = Resources()
@@ -102,7 +111,7 @@ def _open(res: Resources, data_dir, label: str, preserve_insertion_order: bool):
     _opened.add(tmp)
     atexit.register(_remove, tmp)
     try:
-        con = duckdb.connect(config={"memory_limit": res.memory_limit, "threads": int(res.threads),
+        con = duckdb.connect(config={"memory_limit": res.limit_of(label)[1], "threads": int(res.threads),
                                      "temp_directory": str(tmp),
                                      "preserve_insertion_order": bool(preserve_insertion_order)})
     except BaseException:
@@ -154,13 +163,14 @@ def translate(resources: Resources | None = None, label: str = "duckdb", data_di
     import duckdb
 
     res = resources or _current
+    setting, limit = res.limit_of(label)
     try:
         yield
     except duckdb.OutOfMemoryException as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"
-        raise ResourceError(f"{label}: out of memory within resources.memory_limit = {res.memory_limit!r} "
+        raise ResourceError(f"{label}: out of memory within {setting} = {limit!r} "
                             f"(DuckDB: {first[:160]}); raise the limit or free disk for spilling under "
                             f"{spill_dir(res, data_dir)}") from None
     except MemoryError:
-        raise ResourceError(f"{label}: the process ran out of memory (resources.memory_limit = "
-                            f"{res.memory_limit!r}); lower the limit or free RAM") from None
+        raise ResourceError(f"{label}: the process ran out of memory ({setting} = "
+                            f"{limit!r}); lower the limit or free RAM") from None

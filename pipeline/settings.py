@@ -52,7 +52,7 @@ SPEC: dict[str, Any] = {
     "statistics": {"mgps_likelihood": "str", "confidence_level": "float"},
     "mgps": {"strata": "list[str]"},
     "curation": {"null_key_tolerance": "float", "age_band_edges": "list[float]", "max_age_years": "float"},
-    "resources": {"memory_limit": "str", "threads": "int", "temp_directory": "str"},
+    "resources": {"memory_limit": "str", "curate_memory_limit": "str", "threads": "int", "temp_directory": "str"},
     # {"*": spec}: a table of free keys, each value checked against spec
     "analyses": {"hcp_occupations": "list[str]", "us_countries": "list[str]", "unknown_countries": "list[str]",
                  "top_indications": "int", "top_categories": "int", "onset_min_reports": "int",
@@ -284,9 +284,11 @@ def _semantic_checks(path: Path, d: dict) -> None:
     r = d["resources"]
     if r["threads"] < 1:
         raise _err(path, "resources.threads", "must be >= 1")
-    if not re.fullmatch(r"\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)\s*", r["memory_limit"].upper()):
-        raise _err(path, "resources.memory_limit", f"must be a size such as \"4GB\" or \"512MB\", "
-                                                   f"got {r['memory_limit']!r}")
+    for key in ("memory_limit", "curate_memory_limit"):
+        if key == "curate_memory_limit" and not r[key].strip():
+            continue  # empty: curation takes memory_limit
+        if not re.fullmatch(r"\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)\s*", r[key].upper()):
+            raise _err(path, f"resources.{key}", f"must be a size such as \"4GB\" or \"512MB\", got {r[key]!r}")
     if not r["temp_directory"].strip():
         raise _err(path, "resources.temp_directory", "is empty")
     dup = d["duplicates"]
@@ -368,6 +370,7 @@ def load_config(path: str | Path | None = None) -> Config:
         age_band_edges=tuple(float(e) for e in cu["age_band_edges"]),
         max_age_years=float(cu["max_age_years"]),
         resources=Resources(memory_limit=data["resources"]["memory_limit"].strip(),
+                            curate_memory_limit=data["resources"]["curate_memory_limit"].strip(),
                             threads=data["resources"]["threads"],
                             temp_directory=data["resources"]["temp_directory"]),
         analyses=_analyses(data["analyses"]),

@@ -26,12 +26,16 @@ from pipeline.settings import DEFAULT_CONFIG_PATH, load_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _config(tmp: Path, memory_limit: str, threads: int = 1, temp_directory: str = ".duckdb-spill") -> Path:
+def _config(tmp: Path, memory_limit: str, threads: int = 1, temp_directory: str = ".duckdb-spill",
+            curate_memory_limit: str = "") -> Path:
+    """The shipped config with these resources; curation takes ``memory_limit`` unless ``curate_memory_limit``."""
     text = DEFAULT_CONFIG_PATH.read_text()
-    text = text.replace('memory_limit = "4GB"', f'memory_limit = "{memory_limit}"')
+    assert '\nmemory_limit = "4GB"\n' in text and '\ncurate_memory_limit = "6GB"\n' in text
+    text = text.replace('\nmemory_limit = "4GB"\n', f'\nmemory_limit = "{memory_limit}"\n')
+    text = text.replace('\ncurate_memory_limit = "6GB"\n', f'\ncurate_memory_limit = "{curate_memory_limit}"\n')
     text = text.replace("\nthreads = 2\n", f"\nthreads = {threads}\n")
     text = text.replace('temp_directory = ".duckdb-spill"', f'temp_directory = "{temp_directory}"')
-    path = tmp / f"config-{memory_limit}-{threads}.toml"
+    path = tmp / f"config-{memory_limit}-{threads}-{curate_memory_limit}.toml"
     path.write_text(text)
     return path
 
@@ -149,6 +153,28 @@ def test_out_of_memory_is_one_line_and_exit_7(raw_dir, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_curation_has_its_own_limit_named_in_its_error(raw_dir, tmp_path):
+    """``curate_memory_limit`` bounds curation's connection (and its one-line error names it); every other
+    connection keeps ``memory_limit``; empty means ``memory_limit``."""
+    res = load_config(_config(tmp_path, "64MB", 1, curate_memory_limit="96MB")).resources
+    for label, mib in (("curate", "91"), ("signals", "61"), ("counting", "61")):
+        with duck.connect(res, DataDir.of(tmp_path), label=label) as con:
+            assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0].startswith(mib), label
+    with duck.connect(load_config(_config(tmp_path, "64MB", 1)).resources, DataDir.of(tmp_path),
+                      label="curate") as con:
+        assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0].startswith("61")
+    shipped = load_config(None).resources
+    assert shipped.limit_of("curate") == ("resources.curate_memory_limit", "6GB")
+    assert shipped.limit_of("signals") == ("resources.memory_limit", "4GB")
+
+    dd = _copy_raw(raw_dir, tmp_path / "oom")
+    cfg = _config(tmp_path, "4GB", 1, curate_memory_limit="4MB")
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "--quiet", "curate", "--config", str(cfg),
+                           "--data-dir", str(dd.root)], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 7, proc.stderr
+    assert "error: curate: out of memory within resources.curate_memory_limit = '4MB'" in proc.stderr
+
+
 def test_spill_folder_is_inside_the_data_dir_unless_absolute(tmp_path):
     res = duck.Resources(memory_limit="64MB", threads=1, temp_directory="spill")
     assert duck.spill_dir(res, DataDir.of(tmp_path)) == tmp_path / "spill"
@@ -170,6 +196,7 @@ def test_python_memory_error_becomes_resource_error(tmp_path):
 
 @pytest.mark.parametrize("key, value, message", [
     ("memory_limit", '"lots"', "must be a size"),
+    ("curate_memory_limit", '"6 gigs"', "must be a size"),
     ("threads", "0", "must be >= 1"),
     ("temp_directory", '"  "', "is empty"),
 ])

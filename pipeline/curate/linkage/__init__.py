@@ -108,17 +108,19 @@ def link(con, policy, rule_edges: np.ndarray) -> tuple[np.ndarray, dict]:
     weights = em.match_weights(m, u)
     params = {"lambda": lam, "m": [x.tolist() for x in m], "u": [x.tolist() for x in u]}
     lap("em")
-    terms = [f"{math.log2(params['lambda'] / (1 - params['lambda']))!r}"]
+    # literals as DOUBLE: DuckDB reads 1.25 as a DECIMAL, and a sum of DECIMAL cases over every pair costs more
+    # than twice the same sum in DOUBLE
+    terms = [f"{math.log2(params['lambda'] / (1 - params['lambda']))!r}::DOUBLE"]
     for k, name in enumerate(comparisons.LEVELS):
-        cases = " ".join(f"WHEN {lvl} THEN {w!r}" for lvl, w in enumerate(weights[k]))
-        terms.append(f"CASE g_{name} {cases} ELSE 0 END")
+        cases = " ".join(f"WHEN {lvl} THEN {w!r}::DOUBLE" for lvl, w in enumerate(weights[k]))
+        terms.append(f"CASE g_{name} {cases} ELSE 0::DOUBLE END")
     for name, (col, exact, known) in comparisons.TF.items():
         # the field's u of exact agreement (among pairs where it is known) replaced by the agreeing value's own
         # frequency: log2(m/tf) = log2(m/u) + this
         uk = u[names.index(name)]
         lu = math.log2(sum(uk[i] for i in exact) / sum(uk[i] for i in known))
         terms.append(f"CASE WHEN g_{name} IN ({', '.join(map(str, exact))}) AND {col} IS NOT NULL THEN "
-                     f"greatest(-{TF_CAP_BITS}, least({TF_CAP_BITS}, {lu!r} - {col})) ELSE 0 END")
+                     f"greatest(-{TF_CAP_BITS}, least({TF_CAP_BITS}, {lu!r}::DOUBLE - {col})) ELSE 0::DOUBLE END")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE lk_scored AS
         SELECT a, b, w, 1 / (1 + pow(2, -greatest(-1000, least(1000, w)))) AS p
