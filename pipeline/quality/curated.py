@@ -16,9 +16,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.layout import DELETED, DataDir
+from pipeline.memory import release_memory
 from pipeline.quality.checks import CRITICAL, Check, finish, fmt_count, named_check
-from pipeline.quality.curated_tables import (SCOPE, Jobs, TableJob, frame_checks, read_table, release_memory,
-                                             workers_for)
+from pipeline.quality.curated_tables import SCOPE, Jobs, TableJob, frame_checks, read_table, workers_for
 from pipeline.quality.gx import GxRun, data_docs_enabled, docs_dir_for
 from pipeline.quality.suites import load_suite, suite_columns
 

@@ -9,8 +9,6 @@ where a worker's start (about 3 s of imports) would cost more than it saves.
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import importlib
 import itertools
 import logging
@@ -28,6 +26,7 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError
 from pipeline.layout import DataDir
+from pipeline.memory import release_memory
 from pipeline.quality.checks import CRITICAL, Check, fmt_count, named_check
 from pipeline.quality.gx import GxRun, checks_from_result, to_pandas
 from pipeline.quality.suites import load_suite, split_structural, suite_columns
@@ -168,17 +167,6 @@ def workers_for(rows: int) -> int:
     if rows < PARALLEL_MIN_ROWS or multiprocessing.current_process().daemon:
         return 0
     return min(2, os.cpu_count() or 1)
-
-
-def release_memory() -> None:
-    """Give freed memory back to the system (Arrow's allocator and glibc's keep it for reuse): the workers' tables
-    need it now."""
-    gc.collect()
-    pa.default_memory_pool().release_unused()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 def _start_worker() -> None:
