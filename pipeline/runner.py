@@ -74,7 +74,8 @@ def curate_all(data_dir: DataDir, config_path: str | Path | None = None, *, prog
     config = load_config(config_path)
     workers_setting()  # a bad setting stops here, before curation swaps its tables in
     summary = curate(data_dir, config, progress=progress, force=force)
-    release_memory()  # what curation's DuckDB and Arrow buffers freed, before the validation reads the tables
+    if summary.get("changed", True):
+        release_memory()  # what curation's DuckDB and Arrow buffers freed, before the validation reads the tables
     # Curation swaps its tables in before they are validated. Remember which fingerprint passed, so a
     # failed validation is repeated (and fails again) on the next run instead of passing as "unchanged".
     fp = json.loads((data_dir.curated / "manifest.json").read_text()).get("fingerprint")
@@ -117,9 +118,11 @@ def run(source: str, data_dir: DataDir, quarters: list[Quarter] | None = None,
         ingested = ingest_quarter(data_dir, str(remote.quarter), config_path, progress=progress)
         steps["quarters"].append({"quarter": str(remote.quarter), "zip": remote.name,
                                   "downloaded": got is not None, **ingested})
-    release_memory()  # a quarter's parsed tables are freed but kept by the allocators: not beside curation's DuckDB
+    if todo:
+        release_memory()  # a quarter's parsed tables are freed but kept by the allocators: not beside curation's DuckDB
     curated = curate_all(data_dir, config_path, progress=progress)
-    release_memory()
+    if curated.get("changed", True):
+        release_memory()
     steps["curate"] = curated
     if curated.get("changed", True) or latest_report(data_dir) is None:
         steps["signals"] = signals_run(data_dir, config_path, progress=progress)

@@ -31,7 +31,7 @@ _ROW_SUITE_TABLES = ("reports", "report_ingredients", "report_pts", "unmapped_dr
 #: what the cross-table facts read of a table (its suite's job reads the rest: the whole history's tables are
 #: gigabytes)
 _CROSS_COLUMNS = {"reports": ["report_id", "in_analysis", "has_drug", "has_pt"], "report_ingredients": ["report_id"],
-                     "report_pts": ["report_id"], "name_conflicts": ["report_id"]}
+                  "report_pts": ["report_id"], "name_conflicts": ["report_id"]}
 #: child tables held as rows per report (``report_id``, ``n_rows``; report_id unique): all the population and
 #: orphan checks need, and a fraction of the report_id column itself (70 M and 52 M ids at full scale)
 _COUNTED = ("report_ingredients", "report_pts")
