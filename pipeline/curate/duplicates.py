@@ -63,19 +63,22 @@ def flag_duplicates(con: duckdb.DuckDBPyConnection, config: Config) -> dict:
         # block on an order-independent hash of the ingredient and PT sets, then verify candidates on exact text
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE dup_a AS
-            WITH e AS (SELECT report_id, event_dt, round(age_years, 3) AS age, sex,
-                              upper(reporter_country) AS country FROM rep
-                       WHERE event_dt <> '' AND age_years IS NOT NULL AND sex IN ('M', 'F') AND {_KNOWN_COUNTRY}
-                       -- only reports sharing their demographics with another need the set hashes
-                       QUALIFY count(*) OVER (PARTITION BY event_dt, round(age_years, 3), sex,
-                                              upper(reporter_country)) > 1),
+            WITH e0 AS (SELECT report_id, event_dt, round(age_years, 3) AS age, sex,
+                               upper(reporter_country) AS country FROM rep
+                        WHERE event_dt <> '' AND age_years IS NOT NULL AND sex IN ('M', 'F') AND {_KNOWN_COUNTRY}),
+                 -- only reports sharing their demographics with another need the set hashes (a grouped count
+                 -- and a semi join: cheaper than a window over every report)
+                 e AS (SELECT * FROM e0 SEMI JOIN (SELECT event_dt, age, sex, country FROM e0 GROUP BY ALL
+                                                   HAVING count(*) > 1) USING (event_dt, age, sex, country)),
                  ing AS (SELECT report_id, bit_xor(h) AS hi, count(*) AS ni
                          FROM (SELECT DISTINCT report_id, hash(ingredient) AS h FROM report_ingredients
                                SEMI JOIN e USING (report_id)) GROUP BY report_id),
                  pts AS (SELECT report_id, bit_xor(hash(pt_key)) AS hp, count(*) AS np
-                         FROM report_pts SEMI JOIN e USING (report_id) GROUP BY report_id)
-            SELECT e.* FROM e JOIN ing USING (report_id) JOIN pts USING (report_id)
-            QUALIFY count(*) OVER (PARTITION BY event_dt, age, sex, country, hi, ni, hp, np) > 1""")
+                         FROM report_pts SEMI JOIN e USING (report_id) GROUP BY report_id),
+                 k AS (SELECT e.*, hi, ni, hp, np FROM e JOIN ing USING (report_id) JOIN pts USING (report_id))
+            SELECT event_dt, age, sex, country, report_id FROM k SEMI JOIN (
+                SELECT event_dt, age, sex, country, hi, ni, hp, np FROM k GROUP BY ALL HAVING count(*) > 1)
+                USING (event_dt, age, sex, country, hi, ni, hp, np)""")
         rule_edges["aeolus_key"] = _edges(con, """
             WITH i AS (SELECT report_id, string_agg(ingredient, '|' ORDER BY ingredient) AS s
                        FROM (SELECT DISTINCT report_id, ingredient FROM report_ingredients

@@ -55,53 +55,79 @@ def first_seen_sql() -> str:
            "GROUP BY 1"
 
 
+#: SQL: a quarter label as an integer (year * 4 + quarter - 1), so the windows and joins compare integers, not text
+_Q_INT = "(left({0}, 4)::INTEGER * 4 + right({0}, 1)::INTEGER - 1)"
+#: SQL: the label of such an integer
+_Q_LABEL = "((({0}) // 4)::VARCHAR || 'Q' || (({0}) % 4 + 1)::VARCHAR)"
+
+
 def build_spans(con: duckdb.DuckDBPyConnection) -> dict:
     """Temp table ``hist_spans`` (one row per version span). Needs ``raw_demo``, ``raw_deleted``, ``kept`` and
-    ``demo_valid`` (from :func:`pipeline.curate.versions.collapse`; dropped here)."""
-    con.execute("""
+    ``demo_valid`` (from :func:`pipeline.curate.versions.collapse`; dropped here).
+
+    Most cases have one row in one quarter: their one change point's winner is that row, and its span runs until
+    the case's deletion, so only cases with several rows go through the change-point join and the windows."""
+    con.execute(f"""
         CREATE OR REPLACE TEMP TABLE hist_rows AS
-        SELECT *, lead(quarter) OVER (PARTITION BY caseid, primaryid ORDER BY quarter) AS alive_to FROM (
-            SELECT caseid, primaryid, caseversion, fda_dt, init_fda_dt, quarter, h FROM demo_valid
+        SELECT *, lead(q) OVER (PARTITION BY caseid, primaryid ORDER BY q) AS alive_to FROM (
+            SELECT caseid, primaryid, caseversion, fda_dt, init_fda_dt, {_Q_INT.format('quarter')} AS q, h
+            FROM demo_valid
             QUALIFY row_number() OVER (PARTITION BY caseid, primaryid, quarter
                                        ORDER BY fda_dt DESC NULLS LAST, h DESC, source_line DESC) = 1)""")
     con.execute("DROP TABLE demo_valid")
-    con.execute("""
+    con.execute(f"""
         CREATE OR REPLACE TEMP TABLE hist_deleted AS
-        SELECT caseid_int AS caseid, min(quarter) AS deleted_from FROM raw_deleted
+        SELECT caseid_int AS caseid, {_Q_INT.format('min(quarter)')} AS deleted_from FROM raw_deleted
         WHERE caseid_int IS NOT NULL GROUP BY 1""")
-    # the winner at each change point, among the rows alive then
+    con.execute(f"CREATE OR REPLACE TEMP TABLE hist_first AS {first_seen_sql()}")
+    con.execute("CREATE OR REPLACE TEMP TABLE hist_multi AS "
+                "SELECT caseid FROM hist_rows GROUP BY caseid HAVING count(*) > 1")
+    first_quarter = f"coalesce({quarter_sql('r.init_fda_dt')}, f.first_seen) AS first_quarter"
+    # a case with one row: one span, from its quarter until the case's deletion
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE hist_one AS
+        SELECT r.caseid, r.primaryid, r.caseversion, r.q, {first_quarter},
+               r.q AS valid_from, d.deleted_from AS valid_to
+        FROM (SELECT * FROM hist_rows ANTI JOIN hist_multi USING (caseid)) r
+        JOIN hist_first f ON f.caseid = r.caseid
+        LEFT JOIN hist_deleted d ON d.caseid = r.caseid
+        WHERE d.deleted_from IS NULL OR r.q < d.deleted_from""")
+    # the other cases: the winner at each change point, among the rows alive then
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE hist_win AS
-        WITH cp AS (SELECT DISTINCT caseid, quarter AS cp FROM hist_rows)
-        SELECT c.caseid, c.cp, r.primaryid, r.caseversion, r.quarter,
-               coalesce({quarter_sql('r.init_fda_dt')}, f.first_seen) AS first_quarter, d.deleted_from
-        FROM cp c JOIN hist_rows r ON r.caseid = c.caseid AND r.quarter <= c.cp
-                                   AND (r.alive_to IS NULL OR r.alive_to > c.cp)
-        JOIN ({first_seen_sql()}) f ON f.caseid = c.caseid
+        WITH r AS (SELECT * FROM hist_rows SEMI JOIN hist_multi USING (caseid)),
+             cp AS (SELECT DISTINCT caseid, q AS cp FROM r)
+        SELECT c.caseid, c.cp, r.primaryid, r.caseversion, r.q, {first_quarter}, d.deleted_from
+        FROM cp c JOIN r ON r.caseid = c.caseid AND r.q <= c.cp AND (r.alive_to IS NULL OR r.alive_to > c.cp)
+        JOIN hist_first f ON f.caseid = c.caseid
         LEFT JOIN hist_deleted d ON d.caseid = c.caseid
         WHERE d.deleted_from IS NULL OR c.cp < d.deleted_from
         QUALIFY row_number() OVER (PARTITION BY c.caseid, c.cp
-                                   ORDER BY r.caseversion DESC, r.fda_dt DESC NULLS LAST, r.quarter DESC,
+                                   ORDER BY r.caseversion DESC, r.fda_dt DESC NULLS LAST, r.q DESC,
                                             r.primaryid DESC, r.h DESC) = 1""")
     # islands of consecutive change points with one winner -> spans
-    con.execute("""
+    con.execute(f"""
         CREATE OR REPLACE TEMP TABLE hist_spans AS
         WITH w AS (SELECT *, lead(cp) OVER (PARTITION BY caseid ORDER BY cp) AS next_cp,
-                          (primaryid, quarter) IS DISTINCT FROM
-                          lag((primaryid, quarter)) OVER (PARTITION BY caseid ORDER BY cp) AS starts FROM hist_win),
+                          (primaryid, q) IS DISTINCT FROM
+                          lag((primaryid, q)) OVER (PARTITION BY caseid ORDER BY cp) AS starts FROM hist_win),
              g AS (SELECT *, sum(starts::INTEGER) OVER (PARTITION BY caseid ORDER BY cp) AS island FROM w),
-             s AS (SELECT caseid, island, any_value(primaryid) AS primaryid, any_value(caseversion) AS caseversion,
-                          any_value(quarter) AS quarter, arg_min(first_quarter, cp) AS first_quarter,
+             s AS (SELECT caseid, any_value(primaryid) AS primaryid, any_value(caseversion) AS caseversion,
+                          any_value(q) AS q, arg_min(first_quarter, cp) AS first_quarter,
                           min(cp) AS valid_from,
                           -- the last change point's end; NULL (still held) must win, so the _null variant
                           arg_max_null(coalesce(next_cp, deleted_from), cp) AS valid_to
-                   FROM g GROUP BY caseid, island)
-        SELECT s.caseid AS report_id,
-               row_number() OVER (ORDER BY s.caseid, s.valid_from)::BIGINT AS version_id,
-               s.primaryid, s.caseversion, s.quarter, s.valid_from, s.valid_to, s.first_quarter,
-               (s.valid_to IS NULL AND k.report_id IS NOT NULL) AS is_final
-        FROM s LEFT JOIN kept k ON k.report_id = s.caseid AND k.primaryid = s.primaryid AND k.quarter = s.quarter""")
-    for t in ("hist_rows", "hist_deleted", "hist_win"):
+                   FROM g GROUP BY caseid, island
+                   UNION ALL SELECT * FROM hist_one),
+             t AS (SELECT caseid, primaryid, caseversion, {_Q_LABEL.format('q')} AS quarter, first_quarter,
+                          {_Q_LABEL.format('valid_from')} AS valid_from, {_Q_LABEL.format('valid_to')} AS valid_to
+                   FROM s)
+        SELECT t.caseid AS report_id,
+               row_number() OVER (ORDER BY t.caseid, t.valid_from)::BIGINT AS version_id,
+               t.primaryid, t.caseversion, t.quarter, t.valid_from, t.valid_to, t.first_quarter,
+               (t.valid_to IS NULL AND k.report_id IS NOT NULL) AS is_final
+        FROM t LEFT JOIN kept k ON k.report_id = t.caseid AND k.primaryid = t.primaryid AND k.quarter = t.quarter""")
+    for t in ("hist_rows", "hist_deleted", "hist_first", "hist_multi", "hist_one", "hist_win"):
         con.execute(f"DROP TABLE {t}")
     n, superseded = con.execute("SELECT count(*), count(*) FILTER (WHERE NOT is_final) FROM hist_spans").fetchall()[0]
     return {"versions": int(n), "superseded_versions": int(superseded)}
