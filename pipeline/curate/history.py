@@ -118,7 +118,7 @@ def build_spans(con: duckdb.DuckDBPyConnection) -> dict:
                           -- the last change point's end; NULL (still held) must win, so the _null variant
                           arg_max_null(coalesce(next_cp, deleted_from), cp) AS valid_to
                    FROM g GROUP BY caseid, island
-                   UNION ALL SELECT * FROM hist_one),
+                   UNION ALL BY NAME SELECT * FROM hist_one),
              t AS (SELECT caseid, primaryid, caseversion, {_Q_LABEL.format('q')} AS quarter, first_quarter,
                           {_Q_LABEL.format('valid_from')} AS valid_from, {_Q_LABEL.format('valid_to')} AS valid_to
                    FROM s)
