@@ -120,10 +120,12 @@ def build_spans(con: duckdb.DuckDBPyConnection) -> dict:
                    FROM g GROUP BY caseid, island
                    UNION ALL BY NAME SELECT * FROM hist_one),
              t AS (SELECT caseid, primaryid, caseversion, {_Q_LABEL.format('q')} AS quarter, first_quarter,
-                          {_Q_LABEL.format('valid_from')} AS valid_from, {_Q_LABEL.format('valid_to')} AS valid_to
+                          valid_from AS vf, {_Q_LABEL.format('valid_from')} AS valid_from,
+                          {_Q_LABEL.format('valid_to')} AS valid_to
                    FROM s)
         SELECT t.caseid AS report_id,
-               row_number() OVER (ORDER BY t.caseid, t.valid_from)::BIGINT AS version_id,
+               -- numbered in (case, start) order; the start as its integer sorts faster than its label
+               row_number() OVER (ORDER BY t.caseid, t.vf)::BIGINT AS version_id,
                t.primaryid, t.caseversion, t.quarter, t.valid_from, t.valid_to, t.first_quarter,
                (t.valid_to IS NULL AND k.report_id IS NOT NULL) AS is_final
         FROM t LEFT JOIN kept k ON k.report_id = t.caseid AND k.primaryid = t.primaryid AND k.quarter = t.quarter""")
@@ -144,7 +146,8 @@ def all_versions_kept(con: duckdb.DuckDBPyConnection):
 
     The drug and reaction builders run once inside it: one mapping of every version, one vocabulary learned from
     all of them (FDA's own drugname/prod_ai pairings of every version it shipped), the final versions' rows
-    selected by :data:`FINAL`, and :func:`split_children` then moves the superseded rows out.
+    selected by :data:`FINAL`; the superseded rows stay beside them (negative ids) until they are written, by
+    :data:`QUERIES`, to the version tables.
     """
     con.execute("ALTER TABLE kept RENAME TO kept_final")
     try:
@@ -156,16 +159,6 @@ def all_versions_kept(con: duckdb.DuckDBPyConnection):
     finally:
         con.execute("DROP TABLE IF EXISTS kept")
         con.execute("ALTER TABLE kept_final RENAME TO kept")
-
-
-def split_children(con: duckdb.DuckDBPyConnection) -> None:
-    """Move the superseded versions' rows of ``report_ingredients``/``report_pts`` (built inside
-    :func:`all_versions_kept`) to temp tables ``hist_ingredients``/``hist_pts``, keyed by ``version_id``."""
-    for table, hist in (("report_ingredients", "hist_ingredients"), ("report_pts", "hist_pts")):
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE {hist} AS
-                        SELECT -report_id AS version_id, * EXCLUDE (report_id) FROM {table} WHERE NOT ({FINAL})""")
-        # a copy, not DELETE: deleted rows keep their memory (a full-scale curate with DELETE ran out of it)
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM {table} WHERE {FINAL}")
 
 
 def finish(con: duckdb.DuckDBPyConnection, exclude_flagged_duplicates: bool) -> None:
@@ -193,9 +186,11 @@ def finish(con: duckdb.DuckDBPyConnection, exclude_flagged_duplicates: bool) -> 
 #: SELECTs writing the three tables (``_copy`` checks them against :data:`TABLES`).
 QUERIES = {
     "versions": "SELECT * FROM versions ORDER BY report_id, valid_from",
-    "version_ingredients": "SELECT * FROM hist_ingredients",
-    "version_pts": "SELECT * FROM hist_pts",
+    # the superseded versions' rows of the tables built inside all_versions_kept, keyed by version_id
+    "version_ingredients": f"SELECT -report_id AS version_id, * EXCLUDE (report_id) FROM report_ingredients "
+                           f"WHERE NOT ({FINAL})",
+    "version_pts": f"SELECT -report_id AS version_id, * EXCLUDE (report_id) FROM report_pts WHERE NOT ({FINAL})",
 }
 
-__all__ = ["TABLES", "QUERIES", "FINAL", "build_spans", "all_versions_kept", "split_children", "finish", "quarter_sql",
+__all__ = ["TABLES", "QUERIES", "FINAL", "build_spans", "all_versions_kept", "finish", "quarter_sql",
            "first_seen_sql"]

@@ -67,9 +67,12 @@ def build_report_pts(con: duckdb.DuckDBPyConnection, config: Config, counted: st
         LEFT JOIN kindi i ON i.report_id = r.report_id AND i.key_id = r.key_id""")
     reac_rows = con.execute(f"SELECT count(*) FROM kreac WHERE {counted}").fetchall()[0][0]  # distinct (report, pt)
     con.register("cfg_pt_groups", pt_groups_frame(config))
+    # the keys seen, from the integer key ids (not the PT text of every row)
     unseen = con.execute(f"""
         SELECT g.pt_group, g.pt FROM cfg_pt_groups g
-        WHERE g.pt_key NOT IN (SELECT pt_key FROM report_pts WHERE {counted}) ORDER BY 1, 2""").fetchall()
+        WHERE g.pt_key NOT IN (SELECT d.pt_key FROM pt_display d
+                               SEMI JOIN (SELECT key_id FROM kreac WHERE {counted}) k USING (key_id))
+        ORDER BY 1, 2""").fetchall()
     n_ind = con.execute(f"SELECT count(*) FILTER (WHERE is_indication) FROM report_pts WHERE {counted}").fetchall()[0][0]
     con.unregister("cfg_pt_groups")
     for t in ("kreac", "kindi", "pt_display", "pt_norm"):

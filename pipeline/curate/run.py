@@ -167,7 +167,6 @@ def _curate(con, out: Path, data_dir: DataDir, config: Config, fp: str, as_of: s
             lap("drugs")
             bar.set_postfix_str("reactions")
             pt_summary = reactions.build_report_pts(con, config, counted=history.FINAL)
-            history.split_children(con)
             lap("reactions")
         bar.set_postfix_str("extras")
         extras.build_extras(con)
@@ -263,9 +262,11 @@ def _funnel(con, counts: dict, config: Config, linkage_note: str | None = None) 
     return [(i + 1, *s) for i, s in enumerate(steps)], substance_counts
 
 
-#: the tables final before the duplicate step (output -> the temp table it is written from): written then, and the
-#: temp table replaced by a view of its file, so DuckDB's memory is left to what the later steps build (at full
-#: scale these tables were about 3/4 of curate's in-memory data, spilled uncompressed)
+#: the tables final before the duplicate step (output -> the name later steps read it by): written then, and the
+#: temp tables replaced by views of the files, so DuckDB's memory is left to what the later steps build (at full
+#: scale these tables were about 3/4 of curate's in-memory data, spilled uncompressed). The final and the superseded
+#: versions' ingredients and PTs are written from one table each (the superseded under negative ids), not copied
+#: apart first.
 EARLY = {"report_ingredients": "report_ingredients", "report_pts": "report_pts", "unmapped_drugs": "unmapped_drugs",
          "name_conflicts": "name_conflicts", **{n: n for n in extras.TABLE_NAMES},
          "version_ingredients": "hist_ingredients", "version_pts": "hist_pts"}
@@ -282,8 +283,8 @@ def _queries(config: Config, funnel: list[tuple] | None = None) -> dict[str, str
     queries = {
         "reports": "SELECT * FROM reports ORDER BY report_id",
         # the two long tables are not sorted (row order carries no meaning; sorting 10+ M rows costs seconds)
-        "report_ingredients": "SELECT * FROM report_ingredients",
-        "report_pts": "SELECT * FROM report_pts",
+        "report_ingredients": f"SELECT * FROM report_ingredients WHERE {history.FINAL}",
+        "report_pts": f"SELECT * FROM report_pts WHERE {history.FINAL}",
         "unmapped_drugs": "SELECT * FROM unmapped_drugs ORDER BY n_reports DESC, n_rows DESC, drugname",
         "name_conflicts": "SELECT * FROM name_conflicts ORDER BY report_id, quarter, drug_seq",
         "dup_review": f"SELECT * FROM dup_review ORDER BY abs(match_weight - "
@@ -304,11 +305,11 @@ def _write_early(con, out: Path, config: Config, meta: dict[str, str]) -> dict[s
     """Write the :data:`EARLY` tables into ``out`` and replace each temp table by a view of its file; return the
     row counts."""
     queries, rows = _queries(config), {}
-    for name, temp in EARLY.items():
-        path = out / f"{name}.parquet"
-        rows[name] = _copy(con, queries[name], path, ALL_TABLES[name], meta)
-        con.execute(f"DROP TABLE {temp}")
-        con.execute(f"CREATE TEMP VIEW {temp} AS SELECT * FROM read_parquet({duck.sql_str(path)})")
+    for name in EARLY:
+        rows[name] = _copy(con, queries[name], out / f"{name}.parquet", ALL_TABLES[name], meta)
+    for name, temp in EARLY.items():  # the version tables' views have no table of their own to drop
+        con.execute(f"DROP TABLE IF EXISTS {temp}")
+        con.execute(f"CREATE TEMP VIEW {temp} AS SELECT * FROM read_parquet({duck.sql_str(out / f'{name}.parquet')})")
     return rows
 
 
