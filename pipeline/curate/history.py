@@ -55,7 +55,8 @@ def first_seen_sql() -> str:
            "GROUP BY 1"
 
 
-#: SQL: a quarter label as an integer (year * 4 + quarter - 1), so the windows and joins compare integers, not text
+#: SQL: a quarter label as its :attr:`pipeline.quarters.Quarter.index` (year * 4 + quarter - 1), so the windows and
+#: joins compare integers, not text
 _Q_INT = "(left({0}, 4)::INTEGER * 4 + right({0}, 1)::INTEGER - 1)"
 #: SQL: the label of such an integer
 _Q_LABEL = "((({0}) // 4)::VARCHAR || 'Q' || (({0}) % 4 + 1)::VARCHAR)"
